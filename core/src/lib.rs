@@ -1,0 +1,29 @@
+//! `sluice-core`: the library every Sluice process shares.
+//!
+//! - [`options`]: the typed option table and the `$OMQ_DIR/etc/options` parser.
+//! - [`store`]: the system database (SQLite or PostgreSQL) behind one API, its schema
+//!   migrations, and the application session with crash recovery.
+//! - [`audit`]: audit event codes and the `qorus.audit` option that enables each.
+//! - [`events`]: system events with Qorus's classes and codes, and the in-memory sink.
+//! - [`logging`]: per-process log files plus stderr, through `tracing`.
+//! - [`home`]: the instance home directory (`$OMQ_DIR`) and its layout.
+//! - [`secret`]: a wrapper that keeps secrets out of logs and `Debug` output.
+
+pub mod audit;
+pub mod events;
+pub mod home;
+pub mod logging;
+pub mod options;
+pub mod secret;
+pub mod store;
+
+/// The version every binary reports with `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch, the unit every timestamp in the system database uses.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

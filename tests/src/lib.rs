@@ -1,0 +1,411 @@
+//! Harness for Sluice's end-to-end tests: real binaries, real processes, real databases.
+//!
+//! Each [`Instance`] is one `$OMQ_DIR` in its own temporary directory. Processes started
+//! from it write stdout/stderr to files there; tests wait for log lines by polling, stop
+//! processes with SIGTERM then SIGKILL after a grace period, and when a test fails the
+//! harness prints each process's command line, exit status, stderr tail and log tail.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Environment variable naming a PostgreSQL server for the PostgreSQL variants.
+pub const PG_URL_ENV: &str = "SLUICE_TEST_PG_URL";
+
+/// Directory holding the built binaries: the test executable lives in `target/<profile>/deps`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let deps = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    match deps.file_name() {
+        Some(name) if name == "deps" => deps.parent().map(Path::to_path_buf).unwrap_or(deps),
+        _ => deps,
+    }
+}
+
+/// Path of a built binary; fails with a hint when it has not been built.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build the binaries first (`cargo build --workspace --bins`; \
+             scripts/test does it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Which system database an instance uses.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// A database created for this test on the server at `SLUICE_TEST_PG_URL`, dropped
+    /// when the instance is dropped.
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+}
+
+impl Backend {
+    /// The PostgreSQL backend with a fresh database, or `None` (printing why) when
+    /// `SLUICE_TEST_PG_URL` is unset.
+    pub async fn postgres() -> Result<Option<Backend>> {
+        let Ok(admin_url) = std::env::var(PG_URL_ENV) else {
+            eprintln!("{PG_URL_ENV} not set; skipping the PostgreSQL variant of this test");
+            return Ok(None);
+        };
+        let name = format!("sluice_e2e_{:016x}", rand::random::<u64>());
+        let mut conn = pg_connect(&admin_url).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("create database {name}"))?;
+        Ok(Some(Backend::Postgres { admin_url, name }))
+    }
+
+    fn option_value(&self, home: &Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite:{}", home.join("var/sluice.db").display()),
+            Backend::Postgres { admin_url, name } => replace_db(admin_url, name),
+        }
+    }
+}
+
+async fn pg_connect(url: &str) -> Result<sqlx::PgConnection> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connect to PostgreSQL at {PG_URL_ENV}"))
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Direct access to an instance's system database, independent of Sluice's store code,
+/// so tests check what is really committed.
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    pub async fn execute(&self, sql: &str) -> Result<u64> {
+        Ok(match self {
+            Db::Sqlite(p) => sqlx::query(sql).execute(p).await?.rows_affected(),
+            Db::Postgres(p) => sqlx::query(sql).execute(p).await?.rows_affected(),
+        })
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> Result<i64> {
+        Ok(match self {
+            Db::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await?,
+            Db::Postgres(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await?,
+        })
+    }
+
+    pub async fn strings(&self, sql: &str) -> Result<Vec<String>> {
+        Ok(match self {
+            Db::Sqlite(p) => sqlx::query_scalar::<_, String>(sql).fetch_all(p).await?,
+            Db::Postgres(p) => sqlx::query_scalar::<_, String>(sql).fetch_all(p).await?,
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// One instance home with its options file and the processes started from it.
+pub struct Instance {
+    pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    procs: Vec<Proc>,
+}
+
+/// A process started by the harness.
+pub struct Proc {
+    pub name: String,
+    pub command: String,
+    pub child: Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    pub status: Option<ExitStatus>,
+}
+
+impl Instance {
+    /// A new instance home using `backend`, with the given extra option lines.
+    pub fn new(backend: Backend, instance_key: &str, extra_options: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("sluice-e2e-").tempdir()?;
+        fs::create_dir_all(dir.path().join("etc"))?;
+        let mut text = format!(
+            "# written by the e2e harness\nqorus.instance-key: {instance_key}\nqorus.systemdb: {}\n",
+            backend.option_value(dir.path())
+        );
+        for line in extra_options {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::write(dir.path().join("etc/options"), text)?;
+        Ok(Self {
+            dir,
+            backend,
+            procs: Vec::new(),
+        })
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn options_file(&self) -> PathBuf {
+        self.home().join("etc/options")
+    }
+
+    pub fn log_file(&self, instance_key: &str, process: &str) -> PathBuf {
+        self.home()
+            .join(format!("log/{instance_key}-{process}.log"))
+    }
+
+    /// Starts a binary with `OMQ_DIR` pointing at this instance; returns its index.
+    pub fn spawn(&mut self, binary: &str, args: &[&str]) -> Result<usize> {
+        let path = bin(binary)?;
+        let n = self.procs.len();
+        let stdout = self.home().join(format!("{binary}.{n}.stdout"));
+        let stderr = self.home().join(format!("{binary}.{n}.stderr"));
+        let child = Command::new(&path)
+            .args(args)
+            .env("OMQ_DIR", self.home())
+            .env_remove("SLUICE_LOG")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout)?)
+            .stderr(fs::File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("spawn {}", path.display()))?;
+        self.procs.push(Proc {
+            name: binary.to_string(),
+            command: format!("{} {}", path.display(), args.join(" ")),
+            child,
+            stdout,
+            stderr,
+            status: None,
+        });
+        Ok(n)
+    }
+
+    /// Starts `sluice-master` with `args`.
+    pub fn start_master(&mut self, args: &[&str]) -> Result<usize> {
+        self.spawn("sluice-master", args)
+    }
+
+    pub fn proc(&mut self, i: usize) -> &mut Proc {
+        &mut self.procs[i]
+    }
+
+    pub fn pid(&self, i: usize) -> i32 {
+        self.procs[i].child.id() as i32
+    }
+
+    pub fn stderr(&self, i: usize) -> String {
+        fs::read_to_string(&self.procs[i].stderr).unwrap_or_default()
+    }
+
+    /// Waits until `file` contains `needle` (polling), or fails with the file's tail.
+    pub fn wait_for_text(
+        &mut self,
+        i: usize,
+        file: &Path,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if fs::read_to_string(file)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.try_status(i)? {
+                // One last look: the line may have been written just before exit.
+                if fs::read_to_string(file)
+                    .unwrap_or_default()
+                    .contains(needle)
+                {
+                    return Ok(());
+                }
+                bail!(
+                    "{} exited ({status}) before writing {needle:?}",
+                    self.procs[i].name
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {needle:?} in {}",
+                    file.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the master's readiness line (the `SYSTEM_STARTUP` event) on its stderr.
+    pub fn wait_ready(&mut self, i: usize) -> Result<()> {
+        let stderr = self.procs[i].stderr.clone();
+        self.wait_for_text(i, &stderr, "event SYSTEM_STARTUP", Duration::from_secs(30))
+    }
+
+    pub fn try_status(&mut self, i: usize) -> Result<Option<ExitStatus>> {
+        let p = &mut self.procs[i];
+        if p.status.is_none() {
+            p.status = p.child.try_wait()?;
+        }
+        Ok(p.status)
+    }
+
+    pub fn signal(&self, i: usize, sig: Signal) -> Result<()> {
+        kill(Pid::from_raw(self.pid(i)), sig).map_err(|e| anyhow!("kill {sig}: {e}"))
+    }
+
+    /// Waits for exit; fails (after SIGKILL) when it takes longer than `timeout`.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status(i)? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.signal(i, Signal::SIGKILL);
+                bail!("{} did not exit within {timeout:?}", self.procs[i].name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(&mut self, i: usize, grace: Duration) -> Result<ExitStatus> {
+        if let Some(status) = self.try_status(i)? {
+            return Ok(status);
+        }
+        self.signal(i, Signal::SIGTERM)?;
+        self.wait_exit(i, grace)
+    }
+
+    /// Opens the instance's system database for direct checks.
+    pub async fn db(&self) -> Result<Db> {
+        Ok(match &self.backend {
+            Backend::Sqlite => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.home().join("var/sluice.db"))
+                    .busy_timeout(Duration::from_secs(10));
+                Db::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(opts)
+                        .await?,
+                )
+            }
+            Backend::Postgres { admin_url, name } => Db::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&replace_db(admin_url, name))
+                    .await?,
+            ),
+        })
+    }
+
+    /// Prints what a failing test needs to see: every process's command, status, stderr
+    /// and log tails.
+    pub fn dump(&mut self) {
+        for i in 0..self.procs.len() {
+            let status = self.try_status(i).ok().flatten();
+            let p = &self.procs[i];
+            eprintln!("---- process {i}: {} (status {status:?})", p.command);
+            eprintln!("---- stderr tail:\n{}", tail(&p.stderr, 40));
+        }
+        if let Ok(entries) = fs::read_dir(self.home().join("log")) {
+            for entry in entries.flatten() {
+                eprintln!(
+                    "---- log {} tail:\n{}",
+                    entry.path().display(),
+                    tail(&entry.path(), 40)
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump();
+        }
+        for p in &mut self.procs {
+            if p.status.is_none() && matches!(p.child.try_wait(), Ok(None)) {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+        if let Backend::Postgres { admin_url, name } = &self.backend {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside or outside a runtime; a dedicated thread works in both.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(mut conn) = pg_connect(&admin_url).await {
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&mut conn)
+                            .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Asserts that `needles` occur in `haystack` in this order.
+pub fn assert_in_order(haystack: &str, needles: &[&str]) {
+    let mut from = 0;
+    for needle in needles {
+        match haystack[from..].find(needle) {
+            Some(at) => from += at + needle.len(),
+            None => panic!(
+                "expected {needle:?} after position {from} (in order {needles:?}) in:\n{haystack}"
+            ),
+        }
+    }
+}
