@@ -2,7 +2,7 @@
 //! never needs `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/sluice/events.proto"];
+    let files = ["proto/sluice/events.proto", "proto/sluice/bus.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

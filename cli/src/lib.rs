@@ -1,5 +1,7 @@
 //! The `sluice` command line: one module per command group.
 
+pub mod client;
+pub mod keys;
 pub mod schema;
 
 use std::path::PathBuf;
@@ -34,6 +36,9 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    #[command(flatten)]
+    pub connection: client::Connection,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,6 +59,13 @@ pub enum Command {
         #[command(subcommand)]
         action: schema::SchemaAction,
     },
+    /// The cluster key and the client keys of the cluster API.
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysAction,
+    },
+    #[command(flatten)]
+    Client(client::ClientAction),
 }
 
 impl Cli {
@@ -86,5 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Schema { action } => schema::run(&cli.options()?, action).await,
+        Command::Keys { action } => keys::run(&cli.options()?, action).await,
+        Command::Client(action) => client::run(&cli.options()?, &cli.connection, action).await,
     }
 }

@@ -4,14 +4,20 @@
 //! - [`store`]: the system database (SQLite or PostgreSQL) behind one API, its schema
 //!   migrations, and the application session with crash recovery.
 //! - [`audit`]: audit event codes and the `qorus.audit` option that enables each.
+//! - [`bus`]: ZeroMQ with CURVE on every socket, carrying protobuf envelopes.
+//! - [`keys`]: CURVE keypairs and the cluster key file.
+//! - [`child`]: the loop every child process runs (bootstrap, registration, heartbeats).
 //! - [`events`]: system events with Qorus's classes and codes, and the in-memory sink.
 //! - [`logging`]: per-process log files plus stderr, through `tracing`.
 //! - [`home`]: the instance home directory (`$OMQ_DIR`) and its layout.
 //! - [`secret`]: a wrapper that keeps secrets out of logs and `Debug` output.
 
 pub mod audit;
+pub mod bus;
+pub mod child;
 pub mod events;
 pub mod home;
+pub mod keys;
 pub mod logging;
 pub mod options;
 pub mod secret;

@@ -34,6 +34,12 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Compares two byte strings in time independent of where they differ, so a caller cannot
+/// learn a secret byte by byte from response times.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! `sluice-job-proc`: runs one job: fires it on its schedule and records every run.
 //!
-//! The master starts this process and hands it its identity and keys over a private pipe;
-//! it is not meant to be started by hand.
+//! The master starts this process and hands it its identity and keys on stdin (never argv
+//! or the environment); it is not meant to be started by hand. The loop it runs is
+//! `sluice_core::child`.
 
 use std::process::ExitCode;
 
@@ -9,17 +10,9 @@ use clap::Parser;
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice-job-proc", version = sluice_core::VERSION, about = "runs one job: fires it on its schedule and records every run.")]
-struct Args {
-    /// The instance home (default: $OMQ_DIR, else ./var/omq).
-    #[arg(long, env = "OMQ_DIR", value_name = "DIR")]
-    omq_dir: Option<std::path::PathBuf>,
-}
+struct Args {}
 
 fn main() -> ExitCode {
     let _args = Args::parse();
-    eprintln!(
-        "sluice-job-proc: this process is started by sluice-master for one interface; \
-         this build of the master does not start it yet"
-    );
-    ExitCode::from(64)
+    ExitCode::from(sluice_core::child::main("job"))
 }

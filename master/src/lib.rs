@@ -5,9 +5,11 @@
 //! shutdown ([`shutdown`]). Every step's failure maps to one [`startup::StartupError`]
 //! with an operator-readable message and a sysexits-style exit code.
 
+pub mod api;
 pub mod heartbeat;
 pub mod shutdown;
 pub mod startup;
+pub mod supervisor;
 pub mod system;
 
 use std::path::PathBuf;

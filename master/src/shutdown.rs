@@ -10,6 +10,7 @@ use sluice_core::store::SessionStatus;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::supervisor::ChildKind;
 use crate::system::System;
 
 /// Why the master is stopping.
@@ -115,12 +116,35 @@ pub async fn wait_for_request(system: &System) -> ShutdownReason {
 /// The documented shutdown sequence; returns the exit code.
 pub async fn stop(system: Arc<System>, reason: ShutdownReason) -> u8 {
     tracing::info!("system shutdown started ({reason})");
-    // Steps 1-4 stop what later parts of Sluice run: interface processes and the HTTP
-    // gateway. Each step is logged so an operator can see where a slow stop hangs.
-    tracing::info!("shutdown step 1/6: stop all workflows (0 running)");
-    tracing::info!("shutdown step 2/6: stop all jobs (0 running)");
-    tracing::info!("shutdown step 3/6: stop and unload all services (0 loaded)");
-    tracing::info!("shutdown step 4/6: stop the HTTP server (not running on this node)");
+    // Steps 1-4: the children, kind by kind, in the reference's order; each is asked to stop
+    // and signalled if it does not.
+    for kind in ChildKind::SHUTDOWN_ORDER {
+        let policy = kind.policy();
+        let what = match kind {
+            ChildKind::Workflow => "stop all workflows",
+            ChildKind::Job => "stop all jobs",
+            ChildKind::Service => "stop and unload all services",
+            ChildKind::HttpGateway => "stop the HTTP server",
+        };
+        // The supervisor signals children that do not stop; this bound only guards the
+        // master against a bug there: it must always be able to finish its shutdown.
+        let bound = crate::supervisor::STOP_TIMEOUT + std::time::Duration::from_secs(5);
+        let stopped = match tokio::time::timeout(bound, system.supervisor.stop_kind(kind)).await {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::error!(
+                    "shutdown: {what} did not finish within {} s; going on",
+                    bound.as_secs()
+                );
+                0
+            }
+        };
+        tracing::info!(
+            "shutdown step {}/6: {what} ({stopped} {} process(es) stopped)",
+            policy.shutdown_step,
+            policy.process_type
+        );
+    }
 
     let mut code = 0;
     match system.session.lock().await.take() {
@@ -161,6 +185,11 @@ pub async fn stop(system: Arc<System>, reason: ShutdownReason) -> u8 {
             None,
         )
         .await;
+    for task in system.tasks.lock().await.drain(..) {
+        task.abort();
+    }
+    // Sockets close before the context ends, so the last messages flush.
+    drop(system.bus.lock().await.take());
     system.store.close().await;
     tracing::info!("shutdown step 6/6: closing log files; exit code {code}");
     system.log.close();

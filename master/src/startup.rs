@@ -8,15 +8,19 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use sluice_core::audit::AuditEventCode;
+use sluice_core::bus::{self, Bus, BusError};
 use sluice_core::events::{EventCode, EventSink, Severity};
 use sluice_core::home::Home;
+use sluice_core::keys::{self as cluster_keys, KeyError, KeyPair};
 use sluice_core::logging::{self, LogError, LogFile};
 use sluice_core::options::{Options, OptionsError};
 use sluice_core::store::{
     CrashedSession, RecoveryCounts, SchemaState, SessionError, SessionHolder, Store, StoreError,
 };
 
+use crate::api::{Api, MasterAuth};
 use crate::shutdown::ShutdownControl;
+use crate::supervisor::{self, ChildKind, ChildSpec, Supervisor};
 use crate::system::{self, System};
 use crate::Args;
 
@@ -35,6 +39,12 @@ pub enum StartupError {
     Signals(std::io::Error),
     #[error("{0}")]
     Options(#[from] OptionsError),
+    #[error("{0}")]
+    Keys(#[from] KeyError),
+    #[error("{0}")]
+    NoCurve(BusError),
+    #[error("cannot open the bus endpoint {endpoint}: {source}")]
+    Bus { endpoint: String, source: BusError },
     #[error("cannot open the system database {db}: {source}")]
     Datasource { db: String, source: StoreError },
     #[error("{message}")]
@@ -59,7 +69,8 @@ impl StartupError {
     pub fn step(&self) -> u8 {
         match self {
             Self::Signals(_) => 0,
-            Self::Options(_) => 1,
+            Self::Options(_) | Self::Keys(_) | Self::NoCurve(_) => 1,
+            Self::Bus { .. } => 6,
             Self::Datasource { .. } | Self::Schema { .. } | Self::ClockSkew { .. } => 2,
             Self::Log(_) => 3,
             Self::SessionHeld(_) | Self::Session(_) | Self::Recovery { .. } => 5,
@@ -70,6 +81,8 @@ impl StartupError {
         match self {
             Self::Signals(_) => 71,                             // EX_OSERR
             Self::Options(_) => 64,                             // EX_USAGE
+            Self::Keys(_) => 78,                                // EX_CONFIG
+            Self::NoCurve(_) | Self::Bus { .. } => 69,          // EX_UNAVAILABLE
             Self::Datasource { .. } => 69,                      // EX_UNAVAILABLE
             Self::Schema { .. } | Self::ClockSkew { .. } => 78, // EX_CONFIG
             Self::Log(_) => 73,                                 // EX_CANTCREAT
@@ -85,6 +98,12 @@ impl StartupError {
                 Some("fix the option in the file (or the command line); `sluice options` lists every option")
             }
             Self::Schema { help, .. } => Some(help),
+            Self::Keys(KeyError::NotFound { .. }) => {
+                Some("create the cluster key with `sluice keys init` (scripts/run does it)")
+            }
+            Self::Bus { .. } => {
+                Some("another process may use the port: change qorus.cluster-api, or stop it")
+            }
             Self::ClockSkew { .. } => Some("synchronise both clocks (NTP) and start again"),
             Self::Log(_) => Some("check qorus.logdir: the directory must be writable by this user"),
             Self::SessionHeld(_) => Some(
@@ -132,6 +151,17 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
     for (name, value) in options.describe() {
         tracing::debug!("option {name} = {value}");
     }
+    // The cluster key and CURVE are checked with the options: without them no process of
+    // the node can talk to another, and there is no plaintext fallback.
+    if !bus::curve_available() {
+        return Err(StartupError::NoCurve(BusError::NoCurve));
+    }
+    let cluster_key = cluster_keys::load_key_file(&options.network_key())?;
+    tracing::info!(
+        "cluster key {} (public {})",
+        options.network_key().display(),
+        cluster_key.public_z85()
+    );
 
     // Step 2: open the system datasource and check its schema.
     let db = options.systemdb();
@@ -204,6 +234,58 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
     }
 
     let events = Arc::new(EventSink::new(options.max_events()));
+
+    // Step 6: the bus, the processes a previous master left running, then the autostart
+    // interfaces.
+    let node = start_bus(
+        &options,
+        &store,
+        &events,
+        &shutdown,
+        &cluster_key,
+        session_id,
+        started_ms,
+    )?;
+    let adopted = adopt(&options, &store, &node, &cluster_key, session_id).await;
+    if options.autostart_interfaces() {
+        tracing::info!(
+            "startup step 6/7: cluster bus up ({}); {} process(es) adopted; no interfaces to autostart",
+            node.endpoints.join(", "),
+            adopted.len()
+        );
+    } else {
+        tracing::info!(
+            "startup step 6/7: cluster bus up ({}); {} process(es) adopted; autostart \
+             disabled (qorus.autostart-interfaces)",
+            node.endpoints.join(", "),
+            adopted.len()
+        );
+    }
+
+    // Step 7: the HTTP server, served by the gateway child process.
+    let listeners: Vec<String> = options
+        .http_listeners()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if adopted.iter().any(|id| id == GATEWAY_ID) {
+        tracing::info!(
+            "startup step 7/7: HTTP gateway adopted (listeners {})",
+            listeners.join(", ")
+        );
+    } else {
+        node.supervisor.send(supervisor::Command::Start(ChildSpec {
+            network_id: GATEWAY_ID.to_string(),
+            kind: ChildKind::HttpGateway,
+            interfaces: Vec::new(),
+            autostart: true,
+        }));
+        tracing::info!(
+            "startup step 7/7: HTTP gateway process started (listeners {})",
+            listeners.join(", ")
+        );
+    }
+
     let system = System {
         options,
         store,
@@ -213,37 +295,10 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
         session: Mutex::new(Some(opened.session)),
         session_id,
         started_ms,
+        supervisor: node.supervisor,
+        bus: Mutex::new(Some(node.bus)),
+        tasks: Mutex::new(node.tasks),
     };
-
-    // Step 6: autostart interfaces. Interface processes (workflows, services, jobs) are
-    // started here once the components that run them exist.
-    if system.options.autostart_interfaces() {
-        tracing::info!("startup step 6/7: autostart interfaces: none to start");
-    } else {
-        tracing::info!(
-            "startup step 6/7: autostart interfaces disabled (qorus.autostart-interfaces)"
-        );
-    }
-
-    // Step 7: the HTTP server. The gateway process that serves the listeners is started
-    // here once it exists; until then the configured listeners are only reported.
-    let listeners: Vec<String> = system
-        .options
-        .http_listeners()
-        .iter()
-        .map(|l| {
-            format!(
-                "{}:{}{}",
-                l.host.as_deref().unwrap_or("*"),
-                l.port,
-                if l.tls.is_some() { " (https)" } else { "" }
-            )
-        })
-        .collect();
-    tracing::info!(
-        "startup step 7/7: HTTP server: gateway not part of this build; configured listeners: {}",
-        listeners.join(", ")
-    );
 
     let ready_ms = sluice_core::now_ms() - started_ms;
     system.raise(
@@ -252,8 +307,8 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
         serde_json::json!({
             "instance-key": system.options.instance_key(),
             "sessionid": session_id,
-            "pid": holder.pid,
-            "host": holder.host,
+            "pid": std::process::id(),
+            "host": hostname(),
             "version": sluice_core::VERSION,
             "startup_ms": ready_ms,
         }),
@@ -372,6 +427,214 @@ async fn recover(
     )
     .await;
     Ok(())
+}
+
+/// How long a child of a previous master has to answer `get-info` to be adopted.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The gateway's network id: one per node.
+pub const GATEWAY_ID: &str = "http-gateway";
+
+/// The master's bus: its sockets, the supervisor, and the tasks serving them.
+struct Node {
+    bus: Bus,
+    supervisor: Supervisor,
+    endpoints: Vec<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Control endpoints live under `$OMQ_DIR/var`, named for the instance: stable across
+/// master restarts, so children reconnect to a restarted master by themselves.
+fn local_endpoint(options: &Options, what: &str) -> String {
+    format!(
+        "ipc://{}/{}.{what}.ipc",
+        options.home().var_dir().display(),
+        options.instance_key()
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_bus(
+    options: &Options,
+    store: &Store,
+    events: &Arc<EventSink>,
+    shutdown: &ShutdownControl,
+    cluster_key: &KeyPair,
+    session_id: i64,
+    started_ms: i64,
+) -> Result<Node, StartupError> {
+    let (supervisor, mailbox) = Supervisor::new();
+    let auth = MasterAuth {
+        supervisor: supervisor.clone(),
+        store: store.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let bus = Bus::new(Arc::new(auth)).map_err(StartupError::NoCurve)?;
+    let _ = std::fs::create_dir_all(options.home().var_dir());
+    let bind = |endpoint: &str| {
+        bus.serve(endpoint, cluster_key)
+            .map_err(|source| StartupError::Bus {
+                endpoint: endpoint.to_string(),
+                source,
+            })
+    };
+    let control_endpoint = local_endpoint(options, "master");
+    let control = bind(&control_endpoint)?;
+    let events_endpoint = local_endpoint(options, "events");
+    let publisher = bus
+        .publisher(&events_endpoint, cluster_key)
+        .map_err(|source| StartupError::Bus {
+            endpoint: events_endpoint.clone(),
+            source,
+        })?;
+    let mut servers = Vec::new();
+    for endpoint in options.cluster_api() {
+        servers.push(bind(endpoint)?);
+    }
+    let mut endpoints = vec![control.endpoint().to_string()];
+    endpoints.extend(servers.iter().map(|s| s.endpoint().to_string()));
+
+    let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (limit, window, delay) = options.restart_policy();
+    let config = supervisor::Config {
+        instance_key: options.instance_key().to_string(),
+        session_id,
+        logdir: options.logdir(),
+        network_key: options.network_key(),
+        master_endpoint: control_endpoint,
+        master_grace: options.master_grace(),
+        bin_dir: bin_dir(),
+        restart_limit: limit,
+        restart_window: window,
+        restart_delay: delay,
+    };
+    let mut tasks = vec![supervisor.run(
+        mailbox,
+        config,
+        store.clone(),
+        events.clone(),
+        control.replier(),
+        publish_tx,
+    )];
+    let api = Api {
+        supervisor: supervisor.clone(),
+        events: events.clone(),
+        shutdown: shutdown.clone(),
+        instance_key: options.instance_key().to_string(),
+        session_id,
+        started_ms,
+        rbac_security: options.rbac_security(),
+        events_endpoint: events_endpoint.clone(),
+        master_grace: options.master_grace(),
+    };
+    tasks.push(tokio::spawn(api.clone().serve(control)));
+    for server in servers {
+        tasks.push(tokio::spawn(api.clone().serve(server)));
+    }
+    tasks.push(tokio::spawn(crate::api::publish(
+        publisher,
+        events.clone(),
+        publish_rx,
+    )));
+    Ok(Node {
+        bus,
+        supervisor,
+        endpoints,
+        tasks,
+    })
+}
+
+/// Adopts the children a previous master of this instance left running: each must answer
+/// `get-info` on its own endpoint with its recorded id and pid. The rest are forgotten (a
+/// child without a master stops by itself after `qorus.master-grace`). Returns the ids
+/// adopted.
+async fn adopt(
+    options: &Options,
+    store: &Store,
+    node: &Node,
+    cluster_key: &KeyPair,
+    session_id: i64,
+) -> Vec<String> {
+    let rows = match store.list_processes(options.instance_key()).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::warn!("cannot read cluster_processes: {err}");
+            return Vec::new();
+        }
+    };
+    // Probed concurrently: a start must not take (children × timeout).
+    let mut probes = Vec::new();
+    for row in rows.into_iter().filter(|r| r.sessionid != session_id) {
+        let endpoints: Vec<String> = serde_json::from_str(&row.endpoints).unwrap_or_default();
+        let bus = node.bus.clone();
+        let key = cluster_key.clone();
+        probes.push(tokio::spawn(async move {
+            let info = match endpoints.first() {
+                Some(endpoint) => probe(&bus, endpoint, &key).await,
+                None => None,
+            };
+            (row, info)
+        }));
+    }
+    let mut adopted = Vec::new();
+    for probe in probes {
+        let Ok((row, answered)) = probe.await else {
+            continue;
+        };
+        match answered {
+            Some(info)
+                if info.network_id == row.process_network_id && i64::from(info.pid) == row.pid =>
+            {
+                adopted.push(row.process_network_id.clone());
+                node.supervisor.send(supervisor::Command::Adopt(row));
+            }
+            _ => {
+                tracing::info!(
+                    network_id = %row.process_network_id,
+                    pid = row.pid,
+                    "process of a previous master is gone or does not answer; forgetting it"
+                );
+                if let Err(err) = store.delete_process(&row.process_network_id).await {
+                    tracing::warn!("cannot remove process {}: {err}", row.process_network_id);
+                }
+            }
+        }
+    }
+    adopted
+}
+
+async fn probe(
+    bus: &Bus,
+    endpoint: &str,
+    cluster_key: &KeyPair,
+) -> Option<sluice_proto::v1::ProcessInfo> {
+    use prost::Message;
+    // The master authenticates to its children with the cluster keypair itself: only a
+    // holder of the cluster secret can, and a restarted master has the same one.
+    let client = bus
+        .connect(endpoint, cluster_key.public(), cluster_key)
+        .ok()?;
+    let request = sluice_proto::v1::Envelope {
+        method: "get-info".into(),
+        ..Default::default()
+    };
+    let reply = client.call(request, PROBE_TIMEOUT).await.ok()?;
+    if reply.error.is_some() {
+        return None;
+    }
+    sluice_proto::v1::ProcessInfo::decode(reply.body.as_slice()).ok()
+}
+
+/// Where the child binaries are: `SLUICE_BIN_DIR` when set (packagers may put them in
+/// e.g. /usr/libexec/sluice), else beside `sluice-master` itself.
+pub fn bin_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("SLUICE_BIN_DIR").filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_default()
 }
 
 fn hostname() -> String {

@@ -26,6 +26,11 @@ pub struct System {
     pub session: Mutex<Option<Session>>,
     pub session_id: i64,
     pub started_ms: i64,
+    pub supervisor: crate::supervisor::Supervisor,
+    /// The bus, dropped at the end of shutdown (after every socket task ended).
+    pub bus: Mutex<Option<sluice_core::bus::Bus>>,
+    /// Tasks serving the bus; aborted at the end of shutdown.
+    pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl System {

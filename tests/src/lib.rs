@@ -140,6 +140,8 @@ impl Db {
 pub struct Instance {
     pub dir: tempfile::TempDir,
     pub backend: Backend,
+    /// Extra environment for every process this instance starts.
+    pub env: Vec<(String, String)>,
     procs: Vec<Proc>,
 }
 
@@ -158,10 +160,26 @@ impl Instance {
     pub fn new(backend: Backend, instance_key: &str, extra_options: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("sluice-e2e-").tempdir()?;
         fs::create_dir_all(dir.path().join("etc"))?;
-        let mut text = format!(
-            "# written by the e2e harness\nqorus.instance-key: {instance_key}\nqorus.systemdb: {}\n",
-            backend.option_value(dir.path())
+        // Its own cluster API port, so parallel tests never collide on the default 8002.
+        let base = format!(
+            "# written by the e2e harness\nqorus.instance-key: {instance_key}\nqorus.systemdb: {}\n\
+             qorus.cluster-api: tcp://127.0.0.1:{}\n",
+            backend.option_value(dir.path()),
+            free_port()
         );
+        // The key first, from the base options: the extra lines may be deliberately bad.
+        fs::write(dir.path().join("etc/options"), &base)?;
+        let out = Command::new(bin("sluice")?)
+            .args(["keys", "init"])
+            .env("OMQ_DIR", dir.path())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "sluice keys init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut text = base;
         for line in extra_options {
             text.push_str(line);
             text.push('\n');
@@ -170,6 +188,7 @@ impl Instance {
         Ok(Self {
             dir,
             backend,
+            env: Vec::new(),
             procs: Vec::new(),
         })
     }
@@ -197,6 +216,7 @@ impl Instance {
             .args(args)
             .env("OMQ_DIR", self.home())
             .env_remove("SLUICE_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout)?)
             .stderr(fs::File::create(&stderr)?)
@@ -296,6 +316,7 @@ impl Instance {
             }
             if Instant::now() > deadline {
                 let _ = self.signal(i, Signal::SIGKILL);
+                self.dump();
                 bail!("{} did not exit within {timeout:?}", self.procs[i].name);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -408,4 +429,63 @@ pub fn assert_in_order(haystack: &str, needles: &[&str]) {
             ),
         }
     }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Whether a process is still running (not gone, not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next()),
+            Some("Z") | Some("X")
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
+pub fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid of the running process with this network id, from the master's log lines
+/// (`started BINARY` / `adopted`) — the log is the operator's view, so tests use it too.
+pub fn child_pid_from_log(log: &str, network_id: &str) -> Option<i32> {
+    log.lines()
+        .rev()
+        .filter(|l| {
+            l.contains(&format!("network_id={network_id}"))
+                || l.contains(&format!("network_id=\"{network_id}\""))
+        })
+        .find(|l| l.contains("started sluice-") || l.contains("adopted a running"))
+        .and_then(|l| {
+            let at = l.find("pid=")? + 4;
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
 }

@@ -236,6 +236,25 @@ impl Options {
         usize::try_from(self.integer("max-events")).unwrap_or(usize::MAX)
     }
 
+    /// Endpoints of the cluster API (`qorus.cluster-api`).
+    pub fn cluster_api(&self) -> &[String] {
+        self.list("cluster-api")
+    }
+
+    pub fn master_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.integer("master-grace"))
+    }
+
+    /// The crash-loop policy: at most `limit` crashes in `window`, restarts delayed from
+    /// `delay` doubling per crash.
+    pub fn restart_policy(&self) -> (u32, std::time::Duration, std::time::Duration) {
+        (
+            u32::try_from(self.integer("process-restart-limit")).unwrap_or(u32::MAX),
+            std::time::Duration::from_secs(self.integer("process-restart-window")),
+            std::time::Duration::from_millis(self.integer("process-restart-delay")),
+        )
+    }
+
     /// `qorus-client.NAME` options by NAME; the server never interprets them.
     pub fn client_options(&self) -> &BTreeMap<String, String> {
         &self.client
@@ -281,6 +300,13 @@ impl Options {
     fn path(&self, name: &'static str) -> PathBuf {
         match self.values.get(name) {
             Some(Value::Path(p)) => p.clone(),
+            other => row_bug(name, other),
+        }
+    }
+
+    fn list(&self, name: &'static str) -> &[String] {
+        match self.values.get(name) {
+            Some(Value::List(l)) => l,
             other => row_bug(name, other),
         }
     }
@@ -434,9 +460,24 @@ mod tests {
             "qorus.instance-key: a\nqorus.logdir: /l\nqorus.systemdb: sqlite:/d\n\
              qorus.network-key: /k\nqorus.http-server: 1\nqorus.autostart-interfaces: no\n\
              qorus.rbac-security: yes\nqorus.rbac-force-user: admin\nqorus.audit: *\n\
-             qorus.max-events: 5\n",
+             qorus.max-events: 5\nqorus.cluster-api: tcp://0.0.0.0:9002,ipc:///tmp/x\n\
+             qorus.master-grace: 7\nqorus.process-restart-limit: 3\n\
+             qorus.process-restart-window: 9\nqorus.process-restart-delay: 100\n",
         )
         .unwrap();
+        assert_eq!(
+            options.cluster_api(),
+            ["tcp://0.0.0.0:9002", "ipc:///tmp/x"]
+        );
+        assert_eq!(options.master_grace(), std::time::Duration::from_secs(7));
+        assert_eq!(
+            options.restart_policy(),
+            (
+                3,
+                std::time::Duration::from_secs(9),
+                std::time::Duration::from_millis(100)
+            )
+        );
         assert_eq!(options.instance_key(), "a");
         assert_eq!(options.logdir(), PathBuf::from("/l"));
         assert_eq!(options.systemdb().to_string(), "sqlite:/d");
@@ -448,6 +489,18 @@ mod tests {
         assert!(AuditCode::ALL.into_iter().all(|c| options.audits(c)));
         assert_eq!(options.max_events(), 5);
         assert_eq!(options.describe().len(), table().len());
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused() {
+        let fx = fixture();
+        for bad in ["8002", "tcp://:8002", "tcp://h:port", "udp://h:1", "ipc://"] {
+            let err = parse(&fx, &format!("qorus.cluster-api: {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("expected endpoints"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum OptionKind {
     HttpsListeners,
     /// `*` or a comma-separated list of [`AuditCode`]s.
     AuditCodes,
+    /// A comma-separated list of ZeroMQ endpoints, `tcp://HOST:PORT` or `ipc://PATH`.
+    Endpoints,
 }
 
 impl OptionKind {
@@ -50,6 +52,7 @@ impl OptionKind {
             OptionKind::HttpListeners => "listeners",
             OptionKind::HttpsListeners => "TLS listeners",
             OptionKind::AuditCodes => "audit codes",
+            OptionKind::Endpoints => "endpoints",
         }
     }
 
@@ -84,8 +87,29 @@ impl OptionKind {
             OptionKind::HttpListeners => Value::Listeners(parse_listeners(value, home, false)?),
             OptionKind::HttpsListeners => Value::Listeners(parse_listeners(value, home, true)?),
             OptionKind::AuditCodes => Value::Audit(parse_audit(value)?),
+            OptionKind::Endpoints => Value::List(parse_endpoints(value)?),
         })
     }
+}
+
+fn parse_endpoints(value: &str) -> Result<Vec<String>, String> {
+    let mut endpoints = Vec::new();
+    for entry in value.split(',').map(str::trim) {
+        let valid = match entry.split_once("://") {
+            Some(("tcp", rest)) => rest
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+            Some(("ipc", rest)) => !rest.is_empty(),
+            _ => false,
+        };
+        if !valid {
+            return Err(format!(
+                "expected endpoints like tcp://127.0.0.1:8002 or ipc:///path, got \"{entry}\""
+            ));
+        }
+        endpoints.push(entry.to_owned());
+    }
+    Ok(endpoints)
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -108,6 +132,7 @@ pub(crate) enum Value {
     SystemDb(SystemDb),
     Listeners(Vec<HttpListener>),
     Audit(BTreeSet<AuditCode>),
+    List(Vec<String>),
 }
 
 impl Value {
@@ -125,6 +150,7 @@ impl Value {
                 .collect::<Vec<_>>()
                 .join(","),
             Value::Audit(codes) => render_audit(codes),
+            Value::List(items) => items.join(","),
         }
     }
 }
@@ -261,6 +287,45 @@ static TABLE: &[OptionDef] = &[
         startup_only: false,
         description: "System events kept in the master's in-memory event sink; the oldest are \
                       dropped first.",
+    },
+    option! {
+        name: "cluster-api",
+        kind: Endpoints,
+        default: "tcp://127.0.0.1:8002",
+        startup_only: true,
+        description: "Where the master serves the cluster API (ZeroMQ with CURVE) to external \
+                      clients whose keys are registered with `sluice keys register`.",
+    },
+    option! {
+        name: "master-grace",
+        kind: PositiveInteger,
+        default: "60",
+        startup_only: true,
+        description: "Seconds a child process keeps running without a master; a master started \
+                      again within this time adopts it, after it the child stops cleanly.",
+    },
+    option! {
+        name: "process-restart-limit",
+        kind: PositiveInteger,
+        default: "5",
+        startup_only: false,
+        description: "Crashes of one process within qorus.process-restart-window after which \
+                      the master stops restarting it, marks it failed and raises an event.",
+    },
+    option! {
+        name: "process-restart-window",
+        kind: PositiveInteger,
+        default: "60",
+        startup_only: false,
+        description: "Seconds over which crashes count toward qorus.process-restart-limit.",
+    },
+    option! {
+        name: "process-restart-delay",
+        kind: PositiveInteger,
+        default: "250",
+        startup_only: false,
+        description: "Milliseconds before the first restart of a crashed process; each further \
+                      crash in the window doubles it, up to 30 seconds.",
     },
 ];
 

@@ -28,10 +28,12 @@ use sqlx::{ConnectOptions, Connection};
 use crate::options::SystemDb;
 
 mod audit;
+mod cluster;
 mod schema;
 mod session;
 
 pub use audit::AuditTarget;
+pub use cluster::{ClusterKey, ProcessRow};
 pub use schema::SLUICE_TABLES;
 pub use session::SessionInfo;
 

@@ -1,0 +1,164 @@
+//! Client commands over the cluster API (ZeroMQ with CURVE), authenticated by a registered
+//! client key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use prost::Message;
+use sluice_core::bus::Bus;
+use sluice_core::keys;
+use sluice_core::options::Options;
+use sluice_proto::v1::{Envelope, EventList, EventQuery, SystemStatus};
+
+/// How to reach the cluster API.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The master's cluster API endpoint (default: the first of qorus.cluster-api).
+    #[arg(long, global = true, value_name = "ENDPOINT")]
+    pub cluster: Option<String>,
+    /// Your client certificate, from `sluice keys gen --out FILE` (registered with
+    /// `sluice keys register`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The cluster's public key, Z85 (`sluice keys public` prints it); default: derived
+    /// from the local qorus.network-key file.
+    #[arg(long, global = true, value_name = "Z85")]
+    pub server_key: Option<String>,
+    /// Seconds to wait for an answer.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// Show the system status: instance, session, uptime, processes.
+    Status,
+    /// Print system events since an id (as JSON lines); --follow keeps waiting for more.
+    Events {
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Ask the master to shut the node down.
+    Shutdown,
+}
+
+pub async fn run(
+    options: &Options,
+    conn: &Connection,
+    action: &ClientAction,
+) -> anyhow::Result<u8> {
+    let endpoint = match &conn.cluster {
+        Some(e) => e.clone(),
+        None => options
+            .cluster_api()
+            .first()
+            .cloned()
+            .context("no --cluster endpoint and no qorus.cluster-api")?,
+    };
+    let Some(key_file) = &conn.key else {
+        bail!("--key FILE is required: make one with `sluice keys gen --out FILE` and register it");
+    };
+    let client_key = crate::keys::load_certificate(key_file)?;
+    let server_public = match &conn.server_key {
+        Some(z85) => keys::z85_decode(z85)?,
+        None => *keys::load_key_file(&options.network_key())
+            .context("no --server-key given and the local cluster key cannot be read")?
+            .public(),
+    };
+    let bus = Bus::client()?;
+    let client = bus.connect(&endpoint, &server_public, &client_key)?;
+    let timeout = Duration::from_secs(conn.timeout);
+    let call = |method: &'static str, body: Vec<u8>, timeout: Duration| {
+        call(&client, &endpoint, method, body, timeout)
+    };
+    match action {
+        ClientAction::Status => {
+            let body = call("omq.system.get-status", Vec::new(), timeout).await?;
+            let s = SystemStatus::decode(body.as_slice())?;
+            println!("instance:  {}", s.instance_key);
+            println!("status:    {}", s.status);
+            println!("session:   {}", s.session_id);
+            println!("master:    pid {} on {}", s.master_pid, s.host);
+            println!("version:   {}", s.version);
+            println!("uptime:    {} s", s.uptime_ms / 1000);
+            println!("processes: {}", s.processes.len());
+            for p in &s.processes {
+                println!(
+                    "  {:<24} {:<14} pid {:<8} {:<10} {}",
+                    p.network_id,
+                    p.process_type,
+                    p.pid,
+                    p.status,
+                    p.endpoints.join(",")
+                );
+            }
+        }
+        ClientAction::Events { since, follow } => {
+            let mut since = *since;
+            loop {
+                let query = EventQuery {
+                    since_id: since,
+                    wait_ms: if *follow { 30_000 } else { 0 },
+                    ..Default::default()
+                };
+                let body = call(
+                    "omq.system.get-events",
+                    query.encode_to_vec(),
+                    timeout + Duration::from_secs(35),
+                )
+                .await?;
+                let list = EventList::decode(body.as_slice())?;
+                for e in &list.events {
+                    let info: serde_json::Value =
+                        serde_json::from_slice(&e.info_json).unwrap_or_default();
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": e.id, "time": e.time_ms, "class": e.class_code,
+                            "classstr": e.class_name, "event": e.event_code,
+                            "eventstr": e.event_name, "severity": e.severity,
+                            "severitystr": e.severity_name, "caller": e.caller, "info": info,
+                        })
+                    );
+                    since = since.max(e.id);
+                }
+                if !follow {
+                    break;
+                }
+            }
+        }
+        ClientAction::Shutdown => {
+            call("omq.system.shutdown", Vec::new(), timeout).await?;
+            println!("shutdown requested");
+        }
+    }
+    Ok(0)
+}
+
+async fn call(
+    client: &sluice_core::bus::Client,
+    endpoint: &str,
+    method: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let request = Envelope {
+        method: method.to_string(),
+        body,
+        ..Default::default()
+    };
+    let reply = client.call(request, timeout).await.with_context(|| {
+        format!(
+            "no answer from {endpoint}: is the master running, and is your key registered \
+             (the master refuses unknown keys without a reply)?"
+        )
+    })?;
+    if let Some(err) = reply.error {
+        bail!("{}: {}", err.code, err.description);
+    }
+    Ok(reply.body)
+}

@@ -1,0 +1,459 @@
+//! The loop every child process runs (gateway, workflow, service and job processes).
+//!
+//! The master starts a child with its identity and a fresh CURVE keypair written as one JSON
+//! line to the child's stdin (never argv or the environment, which other local users can
+//! read). The child then:
+//! 1. serves its own ROUTER (ephemeral port) for direct calls, admitting only the master
+//!    (which authenticates with the cluster keypair);
+//! 2. connects a DEALER to the master's control endpoint and registers;
+//! 3. heartbeats; answers `ping`, `get-info` and `stop` from the master on either socket;
+//! 4. when the master has been silent for longer than `qorus.master-grace`, stops cleanly,
+//!    so nothing runs unsupervised for long. A master started again within the grace period
+//!    sees the child's heartbeats (its DEALER reconnects by itself) and adopts it.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sluice_proto::v1::{envelope::Kind, Envelope, ProcessInfo, Register, RegisterReply};
+
+use crate::bus::{Authenticator, Bus, BusError, Client, Replier};
+use crate::keys::{self, KeyPair};
+use crate::secret::Secret;
+
+/// The bus API level this build speaks; the master refuses children of another level.
+pub const API_LEVEL: u32 = 1;
+
+/// Error code of a heartbeat the master does not recognise (it restarted): register again.
+pub const UNKNOWN_PROCESS: &str = "UNKNOWN-PROCESS";
+
+/// What the master hands a child on stdin.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub network_id: String,
+    pub process_type: String,
+    pub instance_key: String,
+    pub logdir: PathBuf,
+    /// The master's control endpoint (an `ipc://` socket under `$OMQ_DIR/var`, stable
+    /// across master restarts).
+    pub master_endpoint: String,
+    /// The cluster key file; the child's own ROUTER serves with the cluster keypair.
+    pub network_key: PathBuf,
+    /// This child's own secret key, Z85.
+    pub client_secret: Secret,
+    pub master_grace_ms: u64,
+    pub heartbeat_ms: u64,
+    pub interfaces: Vec<String>,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap")
+            .field("network_id", &self.network_id)
+            .field("process_type", &self.process_type)
+            .field("master_endpoint", &self.master_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error(
+        "this process is started by sluice-master, which passes its identity on stdin; \
+         it cannot be started by hand"
+    )]
+    NoBootstrap,
+    #[error("cannot read the bootstrap from the master: {0}")]
+    Bootstrap(String),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Log(#[from] crate::logging::LogError),
+    #[error("the master refused the registration: {0}")]
+    Refused(String),
+}
+
+/// Reads the bootstrap line from stdin.
+pub fn read_bootstrap() -> Result<Bootstrap, ChildError> {
+    let stdin = std::io::stdin();
+    if std::io::IsTerminal::is_terminal(&stdin) {
+        return Err(ChildError::NoBootstrap);
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| ChildError::Bootstrap(e.to_string()))?;
+    if line.trim().is_empty() {
+        return Err(ChildError::NoBootstrap);
+    }
+    serde_json::from_str(&line).map_err(|e| ChildError::Bootstrap(e.to_string()))
+}
+
+/// Admits only the master, which authenticates with the cluster keypair.
+struct MasterOnly {
+    master_public: [u8; 32],
+}
+
+impl Authenticator for MasterOnly {
+    fn authenticate(&self, client_public: &[u8; 32], _peer: &str) -> Option<String> {
+        crate::secret::ct_eq(client_public, &self.master_public).then(|| "master".to_string())
+    }
+}
+
+struct Identity {
+    boot: Bootstrap,
+    pid: u32,
+    host: String,
+    started: Instant,
+    endpoints: Vec<String>,
+}
+
+impl Identity {
+    fn info(&self) -> ProcessInfo {
+        ProcessInfo {
+            network_id: self.boot.network_id.clone(),
+            process_type: self.boot.process_type.clone(),
+            pid: self.pid,
+            host: self.host.clone(),
+            rss_bytes: rss_bytes(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            interfaces: self.boot.interfaces.clone(),
+            endpoints: self.endpoints.clone(),
+        }
+    }
+
+    fn register(&self) -> Register {
+        Register {
+            network_id: self.boot.network_id.clone(),
+            process_type: self.boot.process_type.clone(),
+            pid: self.pid,
+            host: self.host.clone(),
+            endpoints: self.endpoints.clone(),
+            api_level: API_LEVEL,
+            interfaces: self.boot.interfaces.clone(),
+        }
+    }
+}
+
+/// Why the child loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Master,
+    Signal,
+    MasterGone(Duration),
+}
+
+/// Runs a child until the master stops it, a signal arrives, or the master is gone for
+/// longer than the grace period. Returns the exit code.
+pub async fn run(boot: Bootstrap, log: &crate::logging::LogFile) -> Result<StopReason, ChildError> {
+    log.open(
+        &boot.logdir,
+        &crate::logging::file_name(&boot.instance_key, &boot.network_id),
+    )?;
+    let cluster = keys::load_key_file(&boot.network_key)?;
+    let own = KeyPair::from_secret(keys::z85_decode(boot.client_secret.expose())?);
+    let bus = Bus::new(Arc::new(MasterOnly {
+        master_public: *cluster.public(),
+    }))?;
+    let mut direct = bus.serve("tcp://127.0.0.1:0", &cluster)?;
+    let direct_replier = direct.replier();
+    let master = bus.connect(&boot.master_endpoint, cluster.public(), &own)?;
+    let mut from_master = master
+        .incoming()
+        .ok_or_else(|| ChildError::Bootstrap("the master socket has no incoming channel".into()))?;
+
+    let id = Identity {
+        pid: std::process::id(),
+        host: hostname(),
+        started: Instant::now(),
+        endpoints: vec![direct.endpoint().to_string()],
+        boot,
+    };
+    let grace = Duration::from_millis(id.boot.master_grace_ms);
+    let beat = Duration::from_millis(id.boot.heartbeat_ms.max(100));
+    tracing::info!(
+        network_id = %id.boot.network_id,
+        pid = id.pid,
+        endpoint = %id.endpoints[0],
+        "{} process starting",
+        id.boot.process_type
+    );
+
+    let id = Arc::new(id);
+    // Registration and heartbeats run in their own task: while the master is away each
+    // heartbeat waits out its timeout, and the loop below must keep answering a restarted
+    // master's `get-info` (adoption) and `stop` meanwhile.
+    let contact = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<ChildError>(1);
+    let beats = tokio::spawn(keep_in_touch(
+        master.clone(),
+        id.clone(),
+        beat,
+        contact.clone(),
+        fatal_tx,
+    ));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ChildError::Bootstrap(e.to_string()))?;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let touch = || *contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            _ = check.tick() => {
+                let silent = contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                if silent > grace {
+                    break StopReason::MasterGone(silent);
+                }
+            }
+            Some(err) = fatal.recv() => {
+                beats.abort();
+                return Err(err);
+            }
+            Some(request) = from_master.recv() => {
+                touch();
+                if let Some(reply) = answer(&id, &request) {
+                    let stop = request.method == "stop";
+                    if let Err(err) = master.send(reply) {
+                        tracing::warn!("cannot answer {}: {err}", request.method);
+                    }
+                    if stop { break StopReason::Master; }
+                }
+            }
+            Some(incoming) = direct.recv() => {
+                touch();
+                let stop = incoming.envelope.method == "stop";
+                if let Some(reply) = answer(&id, &incoming.envelope) {
+                    reply_direct(&direct_replier, &incoming.peer, reply);
+                }
+                if stop { break StopReason::Master; }
+            }
+            _ = term.recv() => break StopReason::Signal,
+        }
+    };
+    beats.abort();
+    match &reason {
+        StopReason::Master => tracing::info!("stopping at the master's request"),
+        StopReason::Signal => tracing::info!("stopping on SIGTERM"),
+        StopReason::MasterGone(d) => tracing::warn!(
+            "no master for {} s (qorus.master-grace is {} s); stopping cleanly",
+            d.as_secs(),
+            grace.as_secs()
+        ),
+    }
+    // Give the last reply time to leave before the sockets close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(direct);
+    drop(master);
+    drop(bus);
+    Ok(reason)
+}
+
+fn reply_direct(replier: &Replier, peer: &crate::bus::Peer, reply: Envelope) {
+    if let Err(err) = replier.reply(peer, reply) {
+        tracing::warn!("cannot answer a direct call: {err}");
+    }
+}
+
+/// Registers, then heartbeats every `beat`, registering again when a new master does not
+/// know this process. Every answer from the master refreshes `contact`.
+async fn keep_in_touch(
+    master: Client,
+    id: Arc<Identity>,
+    beat: Duration,
+    contact: Arc<std::sync::Mutex<Instant>>,
+    fatal: tokio::sync::mpsc::Sender<ChildError>,
+) {
+    let touch = || *contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    let mut registered = false;
+    loop {
+        let started = Instant::now();
+        if registered {
+            match heartbeat(&master, &id, beat).await {
+                Beat::Ok => touch(),
+                Beat::Unknown => {
+                    // A new master that did not adopt us yet: introduce ourselves now.
+                    touch();
+                    registered = false;
+                    continue;
+                }
+                Beat::NoAnswer => {}
+            }
+        } else {
+            match register(&master, &id, beat).await {
+                Ok(true) => {
+                    touch();
+                    registered = true;
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    let _ = fatal.send(err).await;
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(beat.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// The reply to a master's request, or `None` for a message that wants none.
+fn answer(id: &Identity, request: &Envelope) -> Option<Envelope> {
+    if request.kind != Kind::Request as i32 {
+        return None;
+    }
+    let mut reply = Envelope {
+        id: request.id,
+        method: request.method.clone(),
+        kind: Kind::Reply as i32,
+        ..Default::default()
+    };
+    match request.method.as_str() {
+        "ping" | "stop" => {}
+        "get-info" => reply.body = id.info().encode_to_vec(),
+        other => {
+            reply.error = Some(sluice_proto::v1::Error {
+                code: "UNKNOWN-METHOD".into(),
+                description: format!("{} does not serve {other}", id.boot.network_id),
+            });
+        }
+    }
+    Some(reply)
+}
+
+async fn register(master: &Client, id: &Identity, timeout: Duration) -> Result<bool, ChildError> {
+    let request = Envelope {
+        method: "register".into(),
+        body: id.register().encode_to_vec(),
+        ..Default::default()
+    };
+    match master.call(request, timeout).await {
+        Ok(reply) => {
+            if let Some(err) = reply.error {
+                return Err(ChildError::Refused(format!(
+                    "{}: {}",
+                    err.code, err.description
+                )));
+            }
+            let info = RegisterReply::decode(reply.body.as_slice()).unwrap_or_default();
+            tracing::info!(
+                session = info.session_id,
+                "registered with the master of instance '{}'",
+                info.instance_key
+            );
+            Ok(true)
+        }
+        Err(BusError::Timeout { .. }) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+enum Beat {
+    Ok,
+    Unknown,
+    NoAnswer,
+}
+
+async fn heartbeat(master: &Client, id: &Identity, timeout: Duration) -> Beat {
+    let request = Envelope {
+        method: "heartbeat".into(),
+        body: sluice_proto::v1::Heartbeat {
+            network_id: id.boot.network_id.clone(),
+            rss_bytes: rss_bytes(),
+        }
+        .encode_to_vec(),
+        ..Default::default()
+    };
+    match master.call(request, timeout).await {
+        Ok(reply) => match reply.error {
+            Some(e) if e.code == UNKNOWN_PROCESS => Beat::Unknown,
+            Some(e) => {
+                tracing::warn!("heartbeat refused: {}: {}", e.code, e.description);
+                Beat::Ok
+            }
+            None => Beat::Ok,
+        },
+        Err(err) => {
+            tracing::debug!("heartbeat: {err}");
+            Beat::NoAnswer
+        }
+    }
+}
+
+/// Resident memory of this process, from /proc.
+pub fn rss_bytes() -> u64 {
+    rss_bytes_of(std::process::id())
+}
+
+pub fn rss_bytes_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// `main` of a child binary: bootstrap, run, exit code.
+pub fn main(process_type: &str) -> u8 {
+    let log = crate::logging::init(false);
+    let boot = match read_bootstrap() {
+        Ok(b) => b,
+        Err(err) => {
+            eprintln!("sluice {process_type}: {err}");
+            return 64;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("sluice {process_type}: cannot start the async runtime: {err}");
+            return 71;
+        }
+    };
+    let code = match rt.block_on(run(boot, &log)) {
+        Ok(reason) => {
+            tracing::info!("exiting ({reason:?})");
+            0
+        }
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("sluice {process_type}: {err}");
+            1
+        }
+    };
+    log.close();
+    drop(rt);
+    code
+}

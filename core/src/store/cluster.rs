@@ -1,0 +1,201 @@
+//! The cluster's bus state in the database: registered client keys (`cluster_keys`) and the
+//! processes each master runs (`cluster_processes`), which a restarted master reads to adopt
+//! the children that are still alive.
+
+use super::{on_pool, Store, StoreError};
+
+/// A registered cluster API client key.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClusterKey {
+    /// Z85 text, 40 characters.
+    pub public_key: String,
+    pub username: String,
+    pub description: Option<String>,
+    pub created: i64,
+    pub revoked: Option<i64>,
+}
+
+/// One row of `cluster_processes`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProcessRow {
+    pub process_network_id: String,
+    pub host: String,
+    pub node: String,
+    pub pid: i64,
+    pub process_type: String,
+    /// JSON array.
+    pub interfaces: Option<String>,
+    /// JSON array.
+    pub endpoints: String,
+    /// Z85 public key the process authenticates with.
+    pub public_key: Option<String>,
+    pub sessionid: i64,
+    pub status: String,
+    pub started: i64,
+    pub heartbeat: i64,
+}
+
+impl Store {
+    /// Registers `public_key` for `username`. The user row is created when missing (with no
+    /// password, so it cannot log in over HTTP) until RBAC administration exists. A key that
+    /// was revoked stays revoked: register a new key instead.
+    pub async fn register_cluster_key(
+        &self,
+        public_key: &str,
+        username: &str,
+        description: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = crate::now_ms();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO users (username, provider, description, created, modified) \
+                 VALUES ($1, 'cluster-key', 'created by sluice keys register', $2, $2) \
+                 ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(username)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO cluster_keys (public_key, username, description, created) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (public_key) DO NOTHING",
+            )
+            .bind(public_key)
+            .bind(username)
+            .bind(description)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Invalid(format!(
+                    "key {public_key} is already registered (or was revoked); generate a new one"
+                )));
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Revokes a key; returns false when no such unrevoked key exists.
+    pub async fn revoke_cluster_key(&self, public_key: &str) -> Result<bool, StoreError> {
+        let now = crate::now_ms();
+        let n = on_pool!(self, |pool| sqlx::query(
+            "UPDATE cluster_keys SET revoked = $1 WHERE public_key = $2 AND revoked IS NULL"
+        )
+        .bind(now)
+        .bind(public_key)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n > 0)
+    }
+
+    pub async fn list_cluster_keys(&self) -> Result<Vec<ClusterKey>, StoreError> {
+        Ok(on_pool!(self, |pool| sqlx::query_as(
+            "SELECT public_key, username, description, created, revoked \
+             FROM cluster_keys ORDER BY created, public_key"
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// The user of an unrevoked registered key, if any.
+    pub async fn cluster_key_user(&self, public_key: &str) -> Result<Option<String>, StoreError> {
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT username FROM cluster_keys WHERE public_key = $1 AND revoked IS NULL"
+        )
+        .bind(public_key)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Inserts or replaces a process row.
+    pub async fn upsert_process(&self, row: &ProcessRow) -> Result<(), StoreError> {
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO cluster_processes (process_network_id, host, node, pid, process_type, \
+             interfaces, endpoints, public_key, sessionid, status, started, heartbeat) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (process_network_id) DO UPDATE SET host = excluded.host, \
+             node = excluded.node, pid = excluded.pid, process_type = excluded.process_type, \
+             interfaces = excluded.interfaces, endpoints = excluded.endpoints, \
+             public_key = excluded.public_key, sessionid = excluded.sessionid, \
+             status = excluded.status, started = excluded.started, heartbeat = excluded.heartbeat"
+        )
+        .bind(&row.process_network_id)
+        .bind(&row.host)
+        .bind(&row.node)
+        .bind(row.pid)
+        .bind(&row.process_type)
+        .bind(&row.interfaces)
+        .bind(&row.endpoints)
+        .bind(&row.public_key)
+        .bind(row.sessionid)
+        .bind(&row.status)
+        .bind(row.started)
+        .bind(row.heartbeat)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Records a registration (endpoints) or a heartbeat (status, time) of a process.
+    pub async fn update_process(
+        &self,
+        network_id: &str,
+        status: &str,
+        endpoints: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = crate::now_ms();
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE cluster_processes SET status = $1, heartbeat = $2, \
+             endpoints = COALESCE($3, endpoints) WHERE process_network_id = $4"
+        )
+        .bind(status)
+        .bind(now)
+        .bind(endpoints)
+        .bind(network_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    pub async fn delete_process(&self, network_id: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM cluster_processes WHERE process_network_id = $1"
+        )
+        .bind(network_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The processes recorded for `node` (this host's master), any session.
+    pub async fn list_processes(&self, node: &str) -> Result<Vec<ProcessRow>, StoreError> {
+        Ok(on_pool!(self, |pool| sqlx::query_as(
+            "SELECT process_network_id, host, node, pid, process_type, interfaces, endpoints, \
+             public_key, sessionid, status, started, heartbeat FROM cluster_processes \
+             WHERE node = $1 ORDER BY process_network_id"
+        )
+        .bind(node)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Moves adopted processes to the session of the master that adopted them.
+    pub async fn adopt_process(&self, network_id: &str, session: i64) -> Result<(), StoreError> {
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE cluster_processes SET sessionid = $1 WHERE process_network_id = $2"
+        )
+        .bind(session)
+        .bind(network_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+}

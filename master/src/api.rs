@@ -1,0 +1,374 @@
+//! The master's bus endpoints: the control socket its children talk to, the cluster API
+//! external clients talk to, and the PUB socket for events and the registry.
+//!
+//! Both ROUTER sockets share one dispatcher. A caller is known by the user id the ZAP
+//! handler gave its key during the CURVE handshake: `child:<network-id>` for the master's
+//! own children, the RBAC user name for a registered cluster API key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use sluice_core::bus::{Authenticator, BusError, Incoming, Publisher, Replier, Server};
+use sluice_core::events::{EventCode, EventSink, Severity};
+use sluice_core::keys;
+use sluice_core::store::Store;
+use sluice_proto::v1::{
+    envelope::Kind, Envelope, EventList, EventQuery, Heartbeat, Register, RegisterReply, Registry,
+    SystemStatus, UserEvent,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::shutdown::{ShutdownControl, ShutdownReason};
+use crate::supervisor::{Command, Published, Supervisor};
+
+/// The user-id prefix the ZAP handler gives the master's children.
+pub const CHILD_PREFIX: &str = "child:";
+
+/// Most events one `get-events` reply carries.
+const MAX_EVENTS_PER_REPLY: usize = 1000;
+/// Longest long-poll a client may ask for.
+const MAX_EVENT_WAIT: Duration = Duration::from_secs(60);
+
+/// Admits the master's children (by the keys the supervisor made for them) and registered,
+/// unrevoked cluster API keys (looked up in the database at each handshake, so a key revoked
+/// with `sluice keys revoke` is refused from the next connection on).
+pub struct MasterAuth {
+    pub supervisor: Supervisor,
+    pub store: Store,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Authenticator for MasterAuth {
+    fn authenticate(&self, client_public: &[u8; 32], _peer: &str) -> Option<String> {
+        if let Some(network_id) = self.supervisor.child_of_key(client_public) {
+            return Some(format!("{CHILD_PREFIX}{network_id}"));
+        }
+        let z85 = keys::z85_encode(client_public);
+        let store = self.store.clone();
+        let lookup = async move { store.cluster_key_user(&z85).await };
+        // The ZAP handler runs on its own thread, outside the runtime, so blocking here
+        // blocks only handshakes; inside a runtime thread we must say so first.
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(lookup)),
+            Err(_) => self.runtime.block_on(lookup),
+        };
+        match result {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::error!("cannot check a cluster key against the database: {err}");
+                None
+            }
+        }
+    }
+}
+
+/// What a verb needs before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The master's children only.
+    Child,
+    /// Any authenticated caller.
+    Read,
+    /// Changes the system: needs the named RBAC permission when `qorus.rbac-security` is on.
+    Permission(&'static str),
+}
+
+/// Every verb the master serves, with who may call it. `docs/cluster-api.md` lists them.
+const VERBS: &[(&str, Access)] = &[
+    ("register", Access::Child),
+    ("heartbeat", Access::Child),
+    ("omq.system.raise-user-event", Access::Child),
+    ("ping", Access::Read),
+    ("omq.system.get-status", Access::Read),
+    ("omq.system.get-events", Access::Read),
+    ("omq.system.get-registry", Access::Read),
+    ("omq.system.shutdown", Access::Permission("SHUTDOWN")),
+];
+
+/// Everything the dispatcher needs.
+#[derive(Clone)]
+pub struct Api {
+    pub supervisor: Supervisor,
+    pub events: Arc<EventSink>,
+    pub shutdown: ShutdownControl,
+    pub instance_key: String,
+    pub session_id: i64,
+    pub started_ms: i64,
+    pub rbac_security: bool,
+    pub events_endpoint: String,
+    pub master_grace: Duration,
+}
+
+impl Api {
+    /// Serves one ROUTER socket until it closes.
+    pub async fn serve(self, mut server: Server) {
+        let replier = server.replier();
+        while let Some(incoming) = server.recv().await {
+            let api = self.clone();
+            let replier = replier.clone();
+            // Each request in its own task: a long-polling get-events must not hold up a
+            // heartbeat behind it.
+            tokio::spawn(async move {
+                let Incoming { peer, envelope } = incoming;
+                if envelope.kind != Kind::Request as i32 {
+                    return;
+                }
+                if envelope.deadline_ms > 0 && envelope.deadline_ms < sluice_core::now_ms() {
+                    tracing::debug!(method = %envelope.method, "request past its deadline dropped");
+                    return;
+                }
+                let reply = api.dispatch(&peer.user_id, peer.clone(), &envelope).await;
+                send(&replier, &peer, reply_to(&envelope, reply));
+            });
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        user: &str,
+        peer: sluice_core::bus::Peer,
+        request: &Envelope,
+    ) -> Result<Vec<u8>, (&'static str, String)> {
+        let Some((_, access)) = VERBS.iter().find(|(name, _)| *name == request.method) else {
+            return Err((
+                "UNKNOWN-METHOD",
+                format!("the master has no method {:?}", request.method),
+            ));
+        };
+        let child = user.strip_prefix(CHILD_PREFIX);
+        match (access, child) {
+            (Access::Child, None) => {
+                return Err((
+                    "AUTHORIZATION-ERROR",
+                    format!("{} is for the master's own processes", request.method),
+                ))
+            }
+            (Access::Permission(permission), None) if self.rbac_security => {
+                // Roles and permissions arrive with RBAC; until then, with RBAC on, nobody
+                // is granted a permission, so nothing changes without it.
+                return Err((
+                    "AUTHORIZATION-ERROR",
+                    format!(
+                        "user {user} lacks the {permission} permission needed for {}",
+                        request.method
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let body = request.body.as_slice();
+        match request.method.as_str() {
+            "register" => {
+                let register = Register::decode(body).map_err(bad_body)?;
+                let (tx, rx) = oneshot::channel();
+                self.supervisor.send(Command::Registered {
+                    register,
+                    peer,
+                    reply: tx,
+                });
+                match rx.await {
+                    Ok(Ok(())) => Ok(RegisterReply {
+                        api_level: sluice_core::child::API_LEVEL,
+                        instance_key: self.instance_key.clone(),
+                        session_id: self.session_id,
+                        events_endpoint: self.events_endpoint.clone(),
+                        master_grace_secs: self.master_grace.as_secs() as u32,
+                        heartbeat_secs: crate::supervisor::HEARTBEAT.as_secs() as u32,
+                    }
+                    .encode_to_vec()),
+                    Ok(Err(reason)) => Err(("REGISTRATION-ERROR", reason)),
+                    Err(_) => Err(("SHUTDOWN-IN-PROGRESS", "the master is stopping".into())),
+                }
+            }
+            "heartbeat" => {
+                let beat = Heartbeat::decode(body).map_err(bad_body)?;
+                let (tx, rx) = oneshot::channel();
+                self.supervisor.send(Command::Heartbeat {
+                    network_id: beat.network_id,
+                    peer,
+                    reply: tx,
+                });
+                match rx.await {
+                    Ok(true) => Ok(Vec::new()),
+                    _ => Err((
+                        sluice_core::child::UNKNOWN_PROCESS,
+                        "this master does not know the process; register".into(),
+                    )),
+                }
+            }
+            "omq.system.raise-user-event" => {
+                let event = UserEvent::decode(body).map_err(bad_body)?;
+                let info: serde_json::Value =
+                    serde_json::from_slice(&event.info_json).unwrap_or(serde_json::Value::Null);
+                let severity = match event.severity.to_ascii_uppercase().as_str() {
+                    "WARNING" => Severity::Warning,
+                    "ERROR" => Severity::Error,
+                    "FATAL" => Severity::Fatal,
+                    _ => Severity::Info,
+                };
+                let caller = child.unwrap_or(user);
+                let id = self
+                    .events
+                    .raise(EventCode::UserEvent, severity, caller, info);
+                Ok(id.to_be_bytes().to_vec())
+            }
+            "ping" => Ok(Vec::new()),
+            "omq.system.get-status" => Ok(self.status().await.encode_to_vec()),
+            "omq.system.get-registry" => Ok(Registry {
+                version: 0,
+                entries: self.supervisor.registry().await,
+            }
+            .encode_to_vec()),
+            "omq.system.get-events" => {
+                let query = EventQuery::decode(body).map_err(bad_body)?;
+                Ok(self.events(query).await.encode_to_vec())
+            }
+            "omq.system.shutdown" => {
+                // The reply goes out first: the caller learns the request was taken.
+                let control = self.shutdown.clone();
+                let user = user.to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    control.request(ShutdownReason::Api { user });
+                });
+                Ok(Vec::new())
+            }
+            _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
+        }
+    }
+
+    async fn status(&self) -> SystemStatus {
+        let now = sluice_core::now_ms();
+        SystemStatus {
+            instance_key: self.instance_key.clone(),
+            session_id: self.session_id,
+            master_pid: std::process::id(),
+            host: sluice_core::child::hostname(),
+            version: sluice_core::VERSION.to_string(),
+            started_ms: self.started_ms,
+            uptime_ms: u64::try_from(now - self.started_ms).unwrap_or(0),
+            status: if self.shutdown.requested().is_some() {
+                "shutting-down".into()
+            } else {
+                "running".into()
+            },
+            processes: self.supervisor.registry().await,
+        }
+    }
+
+    async fn events(&self, query: EventQuery) -> EventList {
+        let limit = match query.limit {
+            0 => MAX_EVENTS_PER_REPLY,
+            n => (n as usize).min(MAX_EVENTS_PER_REPLY),
+        };
+        let matches = |class: u32, code: u32| {
+            (query.class_code == 0 || query.class_code == class)
+                && (query.event_code == 0 || query.event_code == code)
+        };
+        // Subscribe before reading, so an event raised in between is not missed.
+        let mut live = self.events.subscribe();
+        let mut found: Vec<_> = self
+            .events
+            .since(query.since_id, usize::MAX)
+            .into_iter()
+            .filter(|e| matches(e.class, e.event))
+            .take(limit)
+            .collect();
+        if found.is_empty() && query.wait_ms > 0 {
+            let wait = Duration::from_millis(u64::from(query.wait_ms)).min(MAX_EVENT_WAIT);
+            let deadline = tokio::time::Instant::now() + wait;
+            while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, live.recv()).await {
+                if event.id > query.since_id && matches(event.class, event.event) {
+                    found.push(event);
+                    break;
+                }
+            }
+        }
+        EventList {
+            events: found.iter().map(|e| e.to_proto()).collect(),
+            last_id: self.events.last_id(),
+        }
+    }
+}
+
+fn bad_body(err: prost::DecodeError) -> (&'static str, String) {
+    ("INVALID-ARGUMENT", format!("malformed request body: {err}"))
+}
+
+fn reply_to(request: &Envelope, result: Result<Vec<u8>, (&'static str, String)>) -> Envelope {
+    let mut reply = Envelope {
+        id: request.id,
+        method: request.method.clone(),
+        kind: Kind::Reply as i32,
+        ..Default::default()
+    };
+    match result {
+        Ok(body) => reply.body = body,
+        Err((code, description)) => {
+            reply.error = Some(sluice_proto::v1::Error {
+                code: code.to_string(),
+                description,
+            })
+        }
+    }
+    reply
+}
+
+fn send(replier: &Replier, peer: &sluice_core::bus::Peer, reply: Envelope) {
+    if let Err(err) = replier.reply(peer, reply) {
+        tracing::warn!("cannot send a reply: {err}");
+    }
+}
+
+/// Publishes events, registry changes and process aborts on the master's PUB socket, until
+/// both sources end.
+pub async fn publish(
+    publisher: Publisher,
+    events: Arc<EventSink>,
+    mut from_supervisor: mpsc::UnboundedReceiver<Published>,
+) {
+    let mut live = events.subscribe();
+    let mut registry_version = 0u64;
+    loop {
+        let (topic, envelope) = tokio::select! {
+            event = live.recv() => match event {
+                Ok(event) => ("event", Envelope {
+                    method: "event".into(),
+                    kind: Kind::Event as i32,
+                    body: event.to_proto().encode_to_vec(),
+                    ..Default::default()
+                }),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("event publisher fell {n} events behind; subscribers can fetch them with get-events");
+                    continue;
+                }
+                Err(_) => return,
+            },
+            published = from_supervisor.recv() => match published {
+                Some(Published::Registry(entries)) => {
+                    registry_version += 1;
+                    ("registry", Envelope {
+                        method: "registry".into(),
+                        kind: Kind::Event as i32,
+                        body: Registry { version: registry_version, entries }.encode_to_vec(),
+                        ..Default::default()
+                    })
+                }
+                Some(Published::Aborted(aborted)) => ("process", Envelope {
+                    method: "process-aborted".into(),
+                    kind: Kind::Event as i32,
+                    body: aborted.encode_to_vec(),
+                    ..Default::default()
+                }),
+                None => return,
+            },
+        };
+        if let Err(err) = publisher.publish(topic, &envelope) {
+            match err {
+                BusError::Closed => return,
+                err => tracing::warn!("cannot publish {topic}: {err}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! End-to-end tests of supervision, the cluster API and bus security, with the real
+//! binaries over real CURVE sockets.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sluice_e2e::{
+    alive, assert_in_order, child_pid_from_log, eventually, free_port, Backend, Instance,
+};
+
+const GW: &str = "http-gateway";
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+fn instance(key: &str, extra: &[&str]) -> Result<(Instance, u16)> {
+    let port = free_port();
+    let mut options = vec![format!("qorus.cluster-api: tcp://127.0.0.1:{port}")];
+    options.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = options.iter().map(String::as_str).collect();
+    Ok((Instance::new(Backend::Sqlite, key, &refs)?, port))
+}
+
+fn master_log(inst: &Instance, key: &str) -> String {
+    std::fs::read_to_string(inst.log_file(key, "master")).unwrap_or_default()
+}
+
+fn gateway_pid(inst: &Instance, key: &str, not: Option<i32>) -> Result<i32> {
+    eventually(
+        Duration::from_secs(10),
+        "the gateway's pid in the master log",
+        || child_pid_from_log(&master_log(inst, key), GW).filter(|p| Some(*p) != not),
+    )
+}
+
+fn wait_registered(inst: &Instance, key: &str, count: usize) -> Result<()> {
+    eventually(Duration::from_secs(10), "gateway registration", || {
+        (master_log(inst, key)
+            .matches("event PROCESS_STARTED")
+            .count()
+            >= count)
+            .then_some(())
+    })
+}
+
+fn sluice(inst: &Instance, args: &[&str]) -> Result<Output> {
+    Ok(Command::new(sluice_e2e::bin("sluice")?)
+        .args(args)
+        .env("OMQ_DIR", inst.home())
+        .output()?)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A client certificate registered (or not) for `user`.
+fn client_key(inst: &Instance, name: &str, register_as: Option<&str>) -> Result<(String, String)> {
+    let path = inst.home().join(format!("{name}.cert"));
+    let out = sluice(
+        inst,
+        &["keys", "gen", "--out", path.to_str().context("path")?],
+    )?;
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if let Some(user) = register_as {
+        let out = sluice(inst, &["keys", "register", user, &public])?;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    Ok((path.display().to_string(), public))
+}
+
+#[test]
+fn killed_child_is_restarted_and_registered_within_two_seconds() -> Result<()> {
+    let key = "e2e-child-restart";
+    let (mut inst, _) = instance(key, &[])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+    let first = gateway_pid(&inst, key, None)?;
+
+    let killed_at = Instant::now();
+    kill(Pid::from_raw(first), Signal::SIGKILL)?;
+    wait_registered(&inst, key, 2)?;
+    let took = killed_at.elapsed();
+    let second = gateway_pid(&inst, key, Some(first))?;
+    assert_ne!(first, second);
+    assert!(alive(second));
+    assert!(
+        took < Duration::from_secs(2),
+        "back and registered after {took:?}"
+    );
+
+    let log = master_log(&inst, key);
+    assert_in_order(
+        &log,
+        &[
+            "event PROCESS_STARTED",
+            "event PROCESS_STOPPED",
+            "killed by SIGKILL",
+            "event PROCESS_STARTED",
+        ],
+    );
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    assert!(!alive(second), "the master's stop stops its children");
+    Ok(())
+}
+
+#[test]
+fn crash_loop_backs_off_then_gives_up_with_an_event() -> Result<()> {
+    let key = "e2e-crash-loop";
+    let (mut inst, _) = instance(
+        key,
+        &[
+            "qorus.process-restart-limit: 4",
+            "qorus.process-restart-window: 60",
+            "qorus.process-restart-delay: 100",
+        ],
+    )?;
+    // A bin dir whose gateway dies at once; everything else is the real thing.
+    let bin = inst.home().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let gw = bin.join("sluice-http-gateway");
+    std::fs::write(&gw, "#!/bin/sh\nexit 3\n")?;
+    std::fs::set_permissions(&gw, std::fs::Permissions::from_mode(0o755))?;
+    inst.env
+        .push(("SLUICE_BIN_DIR".into(), bin.display().to_string()));
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    eventually(Duration::from_secs(20), "the crash-loop verdict", || {
+        master_log(&inst, key)
+            .contains("event PROCESS_START_ERROR")
+            .then_some(())
+    })?;
+    let log = master_log(&inst, key);
+    assert_in_order(
+        &log,
+        &[
+            "exited with status 3",
+            "restarting in 100 ms",
+            "exited with status 3",
+            "restarting in 200 ms",
+            "exited with status 3",
+            "restarting in 400 ms",
+            "exited with status 3",
+            "crashed 4 times within 60 s",
+            "event PROCESS_START_ERROR",
+        ],
+    );
+    assert_eq!(
+        log.matches("process died: exited with status 3").count(),
+        4,
+        "no restart after giving up"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        master_log(&inst, key)
+            .matches("process died: exited with status 3")
+            .count(),
+        4
+    );
+    assert!(inst.try_status(m)?.is_none(), "the master itself stays up");
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
+
+#[test]
+fn restarted_master_adopts_running_children() -> Result<()> {
+    let key = "e2e-adopt";
+    let (mut inst, port) = instance(key, &["qorus.master-grace: 30"])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+    let gw = gateway_pid(&inst, key, None)?;
+
+    inst.signal(m, Signal::SIGKILL)?;
+    inst.wait_exit(m, STOP_GRACE)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(alive(gw), "children keep running without the master");
+
+    let m2 = inst.start_master(&[])?;
+    inst.wait_ready(m2)?;
+    let log = master_log(&inst, key);
+    assert!(
+        log.contains("adopted a running http-gateway process"),
+        "adoption logged"
+    );
+    assert_eq!(
+        child_pid_from_log(&log, GW),
+        Some(gw),
+        "the same pid is adopted"
+    );
+
+    // The adopted child keeps serving: the status over the cluster API lists it running.
+    let (cert, _) = client_key(&inst, "ops", Some("ops"))?;
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let status = eventually(
+        Duration::from_secs(10),
+        "the adopted gateway heartbeating",
+        || {
+            let out = sluice(&inst, &["--cluster", &endpoint, "--key", &cert, "status"]).ok()?;
+            let t = text(&out);
+            (out.status.success() && t.contains(&format!("pid {gw}")) && t.contains("running"))
+                .then_some(t)
+        },
+    )?;
+    assert!(status.contains(key), "{status}");
+    assert_eq!(inst.stop(m2, STOP_GRACE)?.code(), Some(0));
+    assert!(!alive(gw), "the adopting master stops the adopted child");
+    Ok(())
+}
+
+#[test]
+fn children_stop_cleanly_when_no_master_returns() -> Result<()> {
+    let key = "e2e-grace";
+    let grace = 3;
+    let (mut inst, _) = instance(key, &[&format!("qorus.master-grace: {grace}")])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+    let gw = gateway_pid(&inst, key, None)?;
+    inst.signal(m, Signal::SIGKILL)?;
+    inst.wait_exit(m, STOP_GRACE)?;
+    let t0 = Instant::now();
+    eventually(
+        Duration::from_secs(grace + 5),
+        "the orphaned gateway to stop",
+        || (!alive(gw)).then_some(()),
+    )?;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(grace - 1),
+        "it waited for the grace period"
+    );
+    let gw_log = std::fs::read_to_string(inst.log_file(key, GW))?;
+    assert!(
+        gw_log.contains("no master for"),
+        "the child says why it stopped: {gw_log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigterm_stops_children_in_the_documented_order() -> Result<()> {
+    let key = "e2e-stop-order";
+    let (mut inst, _) = instance(key, &[])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+    let gw = gateway_pid(&inst, key, None)?;
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    assert!(!alive(gw));
+    let log = master_log(&inst, key);
+    assert_in_order(
+        &log,
+        &[
+            "shutdown step 1/6: stop all workflows",
+            "shutdown step 2/6: stop all jobs",
+            "shutdown step 3/6: stop and unload all services",
+            "stopped (exited with status 0)",
+            "shutdown step 4/6: stop the HTTP server (1 http-gateway process(es) stopped)",
+            "shutdown step 5/6",
+            "event SYSTEM_SHUTDOWN",
+        ],
+    );
+    let gw_log = std::fs::read_to_string(inst.log_file(key, GW))?;
+    assert!(
+        gw_log.contains("stopping at the master's request"),
+        "{gw_log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn cluster_api_admits_only_registered_unrevoked_keys() -> Result<()> {
+    let key = "e2e-security";
+    let (mut inst, port) = instance(key, &[])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let status = |cert: &str, extra: &[&str]| -> Result<Output> {
+        let mut args = vec!["--cluster", &endpoint, "--key", cert, "--timeout", "2"];
+        args.extend_from_slice(extra);
+        args.push("status");
+        sluice(&inst, &args)
+    };
+
+    let (good, _) = client_key(&inst, "good", Some("alice"))?;
+    let out = status(&good, &[])?;
+    assert!(
+        out.status.success() && text(&out).contains(key),
+        "{}",
+        text(&out)
+    );
+
+    let (stranger, stranger_pub) = client_key(&inst, "stranger", None)?;
+    let out = status(&stranger, &[])?;
+    assert!(
+        !out.status.success() && text(&out).contains("no answer"),
+        "{}",
+        text(&out)
+    );
+    let refused = format!("refused CURVE client {stranger_pub}");
+    eventually(Duration::from_secs(5), "the refusal in the log", || {
+        master_log(&inst, key).contains(&refused).then_some(())
+    })?;
+
+    let (revoked, revoked_pub) = client_key(&inst, "revoked", Some("bob"))?;
+    assert!(
+        status(&revoked, &[])?.status.success(),
+        "works before revocation"
+    );
+    let out = sluice(&inst, &["keys", "revoke", &revoked_pub])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = status(&revoked, &[])?;
+    assert!(
+        !out.status.success(),
+        "a revoked key gets no reply: {}",
+        text(&out)
+    );
+    let refused = format!("refused CURVE client {revoked_pub}");
+    eventually(Duration::from_secs(5), "the revoked key's refusal", || {
+        master_log(&inst, key).contains(&refused).then_some(())
+    })?;
+
+    // The wrong server public key: the handshake cannot complete, nothing is answered.
+    let wrong = sluice_e2e_wrong_server_key();
+    let out = status(&good, &["--server-key", &wrong])?;
+    assert!(
+        !out.status.success() && text(&out).contains("no answer"),
+        "{}",
+        text(&out)
+    );
+
+    let listed = text(&sluice(&inst, &["keys", "list"])?);
+    assert!(
+        listed.contains("alice") && listed.contains("revoked"),
+        "{listed}"
+    );
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
+
+/// A valid public key that is not the cluster's.
+fn sluice_e2e_wrong_server_key() -> String {
+    "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7".to_string()
+}
+
+#[test]
+fn shutdown_over_the_cluster_api_with_rbac_refused_then_allowed() -> Result<()> {
+    let key = "e2e-api-shutdown";
+    let (mut inst, port) = instance(key, &["qorus.rbac-security: true"])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let (cert, _) = client_key(&inst, "ops", Some("ops"))?;
+    let out = sluice(&inst, &["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
+    assert!(
+        !out.status.success() && text(&out).contains("AUTHORIZATION-ERROR"),
+        "{}",
+        text(&out)
+    );
+    assert!(inst.try_status(m)?.is_none(), "still running");
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+
+    // Without RBAC the same key may stop the node.
+    std::fs::write(
+        inst.options_file(),
+        format!("qorus.instance-key: {key}\nqorus.cluster-api: tcp://127.0.0.1:{port}\n"),
+    )?;
+    let m = inst.start_master(&[])?;
+    inst.wait_ready(m)?;
+    let out = sluice(&inst, &["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(inst.wait_exit(m, STOP_GRACE)?.code(), Some(0));
+    assert!(master_log(&inst, key).contains("shutdown requested by shutdown API call by ops"));
+    Ok(())
+}
+
+#[test]
+fn world_readable_cluster_key_stops_the_start() -> Result<()> {
+    let (mut inst, _) = instance("e2e-key-mode", &[])?;
+    let key_file = inst.home().join("etc/cluster.key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644))?;
+    let m = inst.start_master(&["--create-schema"])?;
+    assert_eq!(inst.wait_exit(m, STOP_GRACE)?.code(), Some(78));
+    let stderr = inst.stderr(m);
+    assert!(
+        stderr.contains("cluster.key") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn python_example_client_reads_status_using_only_the_docs() -> Result<()> {
+    let key = "e2e-pyzmq";
+    let (mut inst, port) = instance(key, &[])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+    let (cert, _) = client_key(&inst, "py", Some("py"))?;
+    let server = String::from_utf8_lossy(&sluice(&inst, &["keys", "public"])?.stdout)
+        .trim()
+        .to_string();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/cluster_api_client.py"
+    );
+    let out = Command::new("python3")
+        .args([
+            script,
+            "--endpoint",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--cert",
+            &cert,
+            "--server-key",
+            &server,
+            "status",
+        ])
+        .output()?;
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    let status: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())?;
+    assert_eq!(status["instance_key"], key);
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["processes"][0]["network_id"], GW, "{shown}");
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
