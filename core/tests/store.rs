@@ -124,6 +124,8 @@ on_both_backends!(
     dropped_session_is_recovered_next_time,
     recovery_moves_only_the_dead_sessions_work,
     recovery_runs_in_batches,
+    process_recovery_touches_only_that_process,
+    adopted_work_survives_session_recovery,
     audit_events_get_increasing_ids,
     clock_skew_only_on_postgres,
 );
@@ -760,5 +762,172 @@ async fn clock_skew_only_on_postgres(db: &SystemDb) -> Result<()> {
             assert!(skew.abs() < 5_000, "{skew}");
         }
     }
+    Ok(())
+}
+
+/// Marks orders (and job instances) as worked on by `owner`.
+async fn set_owner(
+    store: &Store,
+    table: &str,
+    id_col: &str,
+    ids: std::ops::RangeInclusive<i64>,
+    owner: &str,
+) -> Result<()> {
+    store
+        .execute_sql(&format!(
+            "UPDATE {table} SET owner = '{owner}' WHERE {id_col} BETWEEN {} AND {}",
+            ids.start(),
+            ids.end()
+        ))
+        .await?;
+    Ok(())
+}
+
+async fn process_recovery_touches_only_that_process(db: &SystemDb) -> Result<()> {
+    let store = fresh_store(db).await?;
+    define_interfaces(&store).await?;
+    let live = store.open_session("inst", &holder(1, "h")).await?;
+    let session = live.session.id;
+    insert_orders(&store, 1..=12, session, "I").await?;
+    set_owner(
+        &store,
+        "workflow_instance",
+        "workflow_instanceid",
+        1..=7,
+        "wf-dead",
+    )
+    .await?;
+    set_owner(
+        &store,
+        "workflow_instance",
+        "workflow_instanceid",
+        8..=12,
+        "wf-alive",
+    )
+    .await?;
+    insert_job_instances(&store, 1..=3, session, "I").await?;
+    set_owner(&store, "job_instance", "job_instanceid", 1..=2, "wf-dead").await?;
+    set_owner(&store, "job_instance", "job_instanceid", 3..=3, "wf-alive").await?;
+
+    let mut batches = 0;
+    let counts = store
+        .recover_process(session, "wf-dead", 3, &mut |_| batches += 1)
+        .await?;
+    assert_eq!(
+        counts,
+        RecoveryCounts {
+            orders: 7,
+            segments: 7,
+            steps: 21,
+            job_instances: 2
+        }
+    );
+    assert!(
+        batches >= 3,
+        "7 orders in batches of 3: {batches} progress calls"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM workflow_instance WHERE workflowstatus = 'R' \
+             AND sessionid = 0 AND owner IS NULL AND workflow_instanceid <= 7"
+        )
+        .await?,
+        7
+    );
+    assert_eq!(
+        count(
+            &store,
+            &format!(
+                "SELECT COUNT(*) FROM workflow_instance WHERE workflowstatus = 'I' \
+             AND sessionid = {session} AND owner = 'wf-alive'"
+            )
+        )
+        .await?,
+        5,
+        "another process's work is untouched"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM step_instance WHERE stepstatus = 'I'"
+        )
+        .await?,
+        15,
+        "the other process's steps are still in progress"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM job_instance WHERE jobstatus = 'Z'"
+        )
+        .await?,
+        2
+    );
+    // Idempotent: nothing left to do the second time.
+    let again = store
+        .recover_process(session, "wf-dead", 3, &mut |_| {})
+        .await?;
+    assert_eq!(again, RecoveryCounts::default());
+    store
+        .close_session(live.session, SessionStatus::Complete)
+        .await?;
+    Ok(())
+}
+
+async fn adopted_work_survives_session_recovery(db: &SystemDb) -> Result<()> {
+    let store = fresh_store(db).await?;
+    define_interfaces(&store).await?;
+    let doomed = store.open_session("inst", &holder(1, "h")).await?;
+    let dead = doomed.session.id;
+    insert_orders(&store, 1..=10, dead, "I").await?;
+    set_owner(
+        &store,
+        "workflow_instance",
+        "workflow_instanceid",
+        1..=4,
+        "wf-adopted",
+    )
+    .await?;
+    set_owner(
+        &store,
+        "workflow_instance",
+        "workflow_instanceid",
+        5..=10,
+        "wf-gone",
+    )
+    .await?;
+    drop(doomed);
+
+    let next = open_after_crash(&store, "inst", &holder(2, "h")).await?;
+    let now = next.session.id;
+    // The new master adopted wf-adopted: its work moves to the new session first...
+    let moved = store.adopt_work(dead, now, "wf-adopted").await?;
+    assert_eq!(moved, (4, 0));
+    // ...so recovering the dead session returns only the dead process's work to RETRY.
+    let counts = store.recover_session(dead, 1000, &mut |_| {}).await?;
+    assert_eq!(counts.orders, 6);
+    assert_eq!(
+        count(
+            &store,
+            &format!(
+                "SELECT COUNT(*) FROM workflow_instance WHERE workflowstatus = 'I' \
+             AND sessionid = {now} AND owner = 'wf-adopted'"
+            )
+        )
+        .await?,
+        4
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM workflow_instance WHERE workflowstatus = 'R'"
+        )
+        .await?,
+        6
+    );
+    store
+        .close_session(next.session, SessionStatus::Complete)
+        .await?;
     Ok(())
 }

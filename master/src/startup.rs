@@ -229,14 +229,10 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
         holder.pid,
         holder.host
     );
-    for crashed in &opened.crashed {
-        recover(&options, &store, crashed).await?;
-    }
-
+    // The bus comes up inside step 5, before recovery: children a dead master left running
+    // keep working, and the processes this master adopts must keep their work; only what
+    // the dead session's gone processes held is recovered.
     let events = Arc::new(EventSink::new(options.max_events()));
-
-    // Step 6: the bus, the processes a previous master left running, then the autostart
-    // interfaces.
     let node = start_bus(
         &options,
         &store,
@@ -247,6 +243,27 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
         started_ms,
     )?;
     let adopted = adopt(&options, &store, &node, &cluster_key, session_id).await;
+    for (network_id, old_session) in &adopted {
+        match store.adopt_work(*old_session, session_id, network_id).await {
+            Ok((0, 0)) => {}
+            Ok((orders, jobs)) => tracing::info!(
+                network_id = %network_id,
+                "kept the work of adopted process: {orders} orders, {jobs} job instances"
+            ),
+            Err(source) => {
+                return Err(StartupError::Recovery {
+                    session: *old_session,
+                    source,
+                })
+            }
+        }
+    }
+    for crashed in &opened.crashed {
+        recover(&options, &store, crashed).await?;
+    }
+    let adopted: Vec<String> = adopted.into_iter().map(|(id, _)| id).collect();
+
+    // Step 6: the autostart interfaces.
     if options.autostart_interfaces() {
         tracing::info!(
             "startup step 6/7: cluster bus up ({}); {} process(es) adopted; no interfaces to autostart",
@@ -547,14 +564,14 @@ fn start_bus(
 /// Adopts the children a previous master of this instance left running: each must answer
 /// `get-info` on its own endpoint with its recorded id and pid. The rest are forgotten (a
 /// child without a master stops by itself after `qorus.master-grace`). Returns the ids
-/// adopted.
+/// adopted, each with the session it belonged to.
 async fn adopt(
     options: &Options,
     store: &Store,
     node: &Node,
     cluster_key: &KeyPair,
     session_id: i64,
-) -> Vec<String> {
+) -> Vec<(String, i64)> {
     let rows = match store.list_processes(options.instance_key()).await {
         Ok(rows) => rows,
         Err(err) => {
@@ -585,7 +602,7 @@ async fn adopt(
             Some(info)
                 if info.network_id == row.process_network_id && i64::from(info.pid) == row.pid =>
             {
-                adopted.push(row.process_network_id.clone());
+                adopted.push((row.process_network_id.clone(), row.sessionid));
                 node.supervisor.send(supervisor::Command::Adopt(row));
             }
             _ => {

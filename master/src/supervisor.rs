@@ -17,7 +17,7 @@ use sluice_core::child::Bootstrap;
 use sluice_core::events::{EventCode, EventSink, Severity};
 use sluice_core::keys::{self, KeyPair};
 use sluice_core::secret::Secret;
-use sluice_core::store::{ProcessRow, Store};
+use sluice_core::store::{ProcessRow, RecoveryCounts, Store};
 use sluice_proto::v1::{envelope::Kind, Envelope, Register, RegistryEntry};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +32,8 @@ pub const HUNG_AFTER: Duration = Duration::from_secs(10);
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 /// How long a child asked to stop may take before it is signalled.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Orders per transaction when recovering a dead child's work.
+const RECOVERY_BATCH: u32 = 1_000;
 /// Heartbeats are written to `cluster_processes` at most this often.
 const DB_HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
@@ -669,6 +671,8 @@ impl Actor {
             if let Err(err) = self.store.delete_process(network_id).await {
                 tracing::warn!("cannot remove process {network_id}: {err}");
             }
+            // A child that had to be killed may have left work IN-PROGRESS.
+            self.recover_work(network_id).await;
             tracing::info!(network_id, "stopped ({reason})");
             self.events.raise(
                 EventCode::ProcessStopped,
@@ -709,9 +713,8 @@ impl Actor {
         if let Err(err) = self.store.delete_process(network_id).await {
             tracing::warn!("cannot remove process {network_id}: {err}");
         }
-        // Work the dead process owned (its IN-PROGRESS orders and steps) is returned to
-        // RETRY by the workflow engine's recovery, keyed by process; until interface
-        // processes run orders, a child owns nothing in the database.
+        // What it was working on goes back to RETRY (jobs: CRASH) before anything restarts.
+        self.recover_work(network_id).await;
         let restarting = restart && !give_up;
         tracing::warn!(network_id, ?pid, crashes, "process died: {reason}");
         self.events.raise(
@@ -772,6 +775,38 @@ impl Actor {
             tracing::info!(network_id, "not restarted: its interface is not autostart");
         }
         self.publish_registry();
+    }
+
+    /// Returns the IN-PROGRESS work a dead child owned to RETRY (its job instances to
+    /// CRASH). A failure is logged: the work then stays owned by the dead process until the
+    /// next start recovers the session, so nothing is lost, only delayed.
+    async fn recover_work(&self, network_id: &str) {
+        let mut progress = |_| {};
+        match self
+            .store
+            .recover_process(
+                self.config.session_id,
+                network_id,
+                RECOVERY_BATCH,
+                &mut progress,
+            )
+            .await
+        {
+            Ok(c) if c == RecoveryCounts::default() => {}
+            Ok(c) => tracing::warn!(
+                network_id,
+                "recovered the work of the dead process: {} orders, {} segments, {} steps \
+                 set to RETRY; {} job instances set to CRASH",
+                c.orders,
+                c.segments,
+                c.steps,
+                c.job_instances
+            ),
+            Err(err) => tracing::error!(
+                network_id,
+                "cannot recover the work of the dead process now ({err}); the next start will"
+            ),
+        }
     }
 
     /// Registration timeouts and hung children: kill, and let the exit path restart them.

@@ -434,3 +434,111 @@ fn python_example_client_reads_status_using_only_the_docs() -> Result<()> {
     assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
     Ok(())
 }
+
+/// Orders `ids` IN-PROGRESS (one segment, one step each) owned by `owner` in `session`.
+async fn orders_in_progress(
+    db: &sluice_e2e::Db,
+    ids: std::ops::RangeInclusive<i64>,
+    session: i64,
+    owner: &str,
+) -> Result<()> {
+    db.execute("INSERT INTO workflows (workflowid, name, version, created, modified) \
+                SELECT 1, 'WF', '1.0', 0, 0 WHERE NOT EXISTS (SELECT 1 FROM workflows WHERE workflowid = 1)")
+        .await?;
+    db.execute(
+        "INSERT INTO steps (stepid, name, version, created, modified) \
+                SELECT 1, 's', '1.0', 0, 0 WHERE NOT EXISTS (SELECT 1 FROM steps WHERE stepid = 1)",
+    )
+    .await?;
+    for id in ids {
+        db.execute(&format!(
+            "INSERT INTO workflow_instance (workflow_instanceid, workflowid, workflowstatus, sessionid, owner, started, created, modified) \
+             VALUES ({id}, 1, 'I', {session}, '{owner}', 0, 0, 0)"
+        ))
+        .await?;
+        db.execute(&format!(
+            "INSERT INTO segment_instance (workflow_instanceid, segmentid, segmentstatus, created, modified) VALUES ({id}, 0, 'I', 0, 0)"
+        ))
+        .await?;
+        db.execute(&format!(
+            "INSERT INTO step_instance (workflow_instanceid, stepid, ind, stepstatus, started, modified) VALUES ({id}, 1, 0, 'I', 0, 0)"
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+async fn order_states(db: &sluice_e2e::Db) -> Result<Vec<String>> {
+    db.strings(
+        "SELECT CAST(w.workflow_instanceid AS TEXT) || ':' || w.workflowstatus || ':' || CAST(w.sessionid AS TEXT) || ':' \
+         || COALESCE(w.owner, '-') || ':' || s.stepstatus FROM workflow_instance w \
+         JOIN step_instance s ON s.workflow_instanceid = w.workflow_instanceid ORDER BY w.workflow_instanceid",
+    )
+    .await
+}
+
+async fn active_session(db: &sluice_e2e::Db, key: &str) -> Result<i64> {
+    db.scalar_i64(&format!(
+        "SELECT sessionid FROM sessions WHERE instance_key = '{key}' AND status = 'ACTIVE'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_dead_childs_work_goes_back_to_retry() -> Result<()> {
+    let key = "e2e-child-work";
+    let (mut inst, _) = instance(key, &[])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+    let db = inst.db().await?;
+    let session = active_session(&db, key).await?;
+    orders_in_progress(&db, 1..=2, session, GW).await?;
+    orders_in_progress(&db, 3..=3, session, "wf-other").await?;
+
+    let gw = gateway_pid(&inst, key, None)?;
+    kill(Pid::from_raw(gw), Signal::SIGKILL)?;
+    wait_registered(&inst, key, 2)?;
+    assert_eq!(
+        order_states(&db).await?,
+        vec!["1:R:0:-:R", "2:R:0:-:R", format!("3:I:{session}:wf-other:I").as_str()],
+        "the dead process's orders and steps are RETRY and unowned; another process's are untouched"
+    );
+    assert!(master_log(&inst, key).contains("recovered the work of the dead process: 2 orders"));
+    db.close().await;
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_adopted_childs_work_survives_a_master_crash() -> Result<()> {
+    let key = "e2e-adopt-work";
+    let (mut inst, _) = instance(key, &["qorus.master-grace: 30"])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+    let db = inst.db().await?;
+    let first = active_session(&db, key).await?;
+    // The gateway lives on; "wf-gone" stands for a process that died with the master.
+    orders_in_progress(&db, 1..=2, first, GW).await?;
+    orders_in_progress(&db, 3..=3, first, "wf-gone").await?;
+
+    inst.signal(m, Signal::SIGKILL)?;
+    inst.wait_exit(m, STOP_GRACE)?;
+    let m2 = inst.start_master(&[])?;
+    inst.wait_ready(m2)?;
+    let second = active_session(&db, key).await?;
+    assert_ne!(first, second);
+    assert_eq!(
+        order_states(&db).await?,
+        vec![
+            format!("1:I:{second}:{GW}:I"),
+            format!("2:I:{second}:{GW}:I"),
+            "3:R:0:-:R".to_string(),
+        ],
+        "the adopted process keeps its work under the new session; the gone one's is recovered"
+    );
+    db.close().await;
+    assert_eq!(inst.stop(m2, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}

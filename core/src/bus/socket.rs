@@ -5,9 +5,10 @@
 //! belongs to the socket's command mailbox, not to its messages: any call into the socket
 //! (a send from another task included) may consume the edge that announced new messages.
 //! So every operation ends by asking `ZMQ_EVENTS` on behalf of whoever is parked (the one
-//! reader, or writers waiting for room) and kicks them through a [`Notify`] when their
-//! condition holds; a parked party therefore wakes either on the fd or on a kick, and
-//! re-checks the socket before it parks again.
+//! reader, or writers waiting for room) and kicks them when their condition holds; a
+//! parked party therefore wakes either on the fd or on a kick, and re-checks the socket
+//! before it parks again (the reader skips that look when nothing touched the socket
+//! since its last one ended at `EAGAIN`, which costs libzmq a system call).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};

@@ -224,31 +224,78 @@ fn rfc3339(ms: i64) -> String {
 // stays the same until the final statement releases it, and whose id range lets every
 // statement use the primary keys of step_instance and segment_instance whatever plan the
 // database picks (an IN over a LIMIT subquery led PostgreSQL to scan whole tables).
-const NEXT_BATCH: &str = "SELECT workflow_instanceid FROM workflow_instance \
-     WHERE sessionid = $1 AND workflow_instanceid > $2 ORDER BY workflow_instanceid LIMIT $3";
-const RETRY_STEPS: &str = "UPDATE step_instance SET stepstatus = 'R', modified = $4 \
-     WHERE stepstatus = 'I' AND workflow_instanceid > $2 AND workflow_instanceid <= $3 \
-     AND workflow_instanceid IN (SELECT workflow_instanceid FROM workflow_instance \
-         WHERE sessionid = $1 AND workflow_instanceid > $2 AND workflow_instanceid <= $3)";
-const RETRY_SEGMENTS: &str = "UPDATE segment_instance SET segmentstatus = 'R', modified = $4 \
-     WHERE segmentstatus = 'I' AND workflow_instanceid > $2 AND workflow_instanceid <= $3 \
-     AND workflow_instanceid IN (SELECT workflow_instanceid FROM workflow_instance \
-         WHERE sessionid = $1 AND workflow_instanceid > $2 AND workflow_instanceid <= $3)";
-const COUNT_IN_PROGRESS_ORDERS: &str = "SELECT COUNT(*) FROM workflow_instance \
-     WHERE workflowstatus = 'I' AND sessionid = $1 \
-     AND workflow_instanceid > $2 AND workflow_instanceid <= $3";
-/// Retries and releases in one statement (last in a batch: it empties the set the others work
-/// on). One new row version per order instead of two roughly halves PostgreSQL's work.
-const RETRY_AND_RELEASE_ORDERS: &str = "UPDATE workflow_instance SET \
-     workflowstatus = CASE WHEN workflowstatus = 'I' THEN 'R' ELSE workflowstatus END, \
-     modified = CASE WHEN workflowstatus = 'I' THEN $4 ELSE modified END, \
-     sessionid = 0 \
-     WHERE sessionid = $1 AND workflow_instanceid > $2 AND workflow_instanceid <= $3";
-/// One statement per batch, so no stable batch is needed: crashed rows leave the set.
-const CRASH_JOBS: &str = "UPDATE job_instance SET jobstatus = 'Z', sessionid = 0, \
-     completed = COALESCE(completed, $3) \
-     WHERE job_instanceid IN (SELECT job_instanceid FROM job_instance \
-         WHERE sessionid = $1 AND jobstatus = 'I' LIMIT $2)";
+/// Which rows a recovery covers: everything a dead session owned, or only what one dead
+/// process of a live session owned.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    Session(i64),
+    Process { session: i64, owner: &'a str },
+}
+
+/// The recovery statements for a scope. `$1` is the session; a process scope adds the owner
+/// as `$5` (`$3` for jobs), so the session-wide statements stay exactly as fast as before.
+struct RecoverySql {
+    next_batch: String,
+    retry_steps: String,
+    retry_segments: String,
+    count_in_progress: String,
+    retry_and_release: String,
+    crash_jobs: String,
+}
+
+impl RecoverySql {
+    fn new(scope: Scope<'_>) -> Self {
+        // Each statement binds its own parameters in order (PostgreSQL wants every bound
+        // parameter used): batches (session, after, upto, now, owner), the batch query and
+        // the count (session, after, limit-or-upto, owner), jobs (session, limit, owner, now).
+        let (orders, jobs, next, jobs_now) = match scope {
+            Scope::Session(_) => ("sessionid = $1", "sessionid = $1", "sessionid = $1", "$3"),
+            Scope::Process { .. } => (
+                "sessionid = $1 AND owner = $5",
+                "sessionid = $1 AND owner = $3",
+                "sessionid = $1 AND owner = $4",
+                "$4",
+            ),
+        };
+        let batch = |table: &str, status: &str| {
+            format!(
+                "UPDATE {table} SET {status} = 'R', modified = $4 \
+                 WHERE {status} = 'I' AND workflow_instanceid > $2 AND workflow_instanceid <= $3 \
+                 AND workflow_instanceid IN (SELECT workflow_instanceid FROM workflow_instance \
+                     WHERE {orders} AND workflow_instanceid > $2 AND workflow_instanceid <= $3)"
+            )
+        };
+        RecoverySql {
+            next_batch: format!(
+                "SELECT workflow_instanceid FROM workflow_instance \
+                 WHERE {next} AND workflow_instanceid > $2 ORDER BY workflow_instanceid LIMIT $3"
+            ),
+            retry_steps: batch("step_instance", "stepstatus"),
+            retry_segments: batch("segment_instance", "segmentstatus"),
+            count_in_progress: format!(
+                "SELECT COUNT(*) FROM workflow_instance WHERE workflowstatus = 'I' AND {next} \
+                 AND workflow_instanceid > $2 AND workflow_instanceid <= $3"
+            ),
+            // Retries and releases in one statement (last in a batch: it empties the set the
+            // others work on). One new row version per order instead of two roughly halves
+            // PostgreSQL's work.
+            retry_and_release: format!(
+                "UPDATE workflow_instance SET \
+                 workflowstatus = CASE WHEN workflowstatus = 'I' THEN 'R' ELSE workflowstatus END, \
+                 modified = CASE WHEN workflowstatus = 'I' THEN $4 ELSE modified END, \
+                 sessionid = 0, owner = NULL \
+                 WHERE {orders} AND workflow_instanceid > $2 AND workflow_instanceid <= $3"
+            ),
+            // One statement per batch, so no stable batch is needed: crashed rows leave the set.
+            crash_jobs: format!(
+                "UPDATE job_instance SET jobstatus = 'Z', sessionid = 0, owner = NULL, \
+                 completed = COALESCE(completed, {jobs_now}) \
+                 WHERE job_instanceid IN (SELECT job_instanceid FROM job_instance \
+                     WHERE {jobs} AND jobstatus = 'I' LIMIT $2)"
+            ),
+        }
+    }
+}
 
 impl Store {
     /// Opens the application session for `instance_key`, or fails with
@@ -462,69 +509,9 @@ impl Store {
                 "session 0 stands for \"no owner\" and cannot be recovered".into(),
             ));
         }
-        let batch = i64::from(batch_size.max(1));
-        let mut totals = RecoveryCounts::default();
-        let mut after = 0_i64;
-        loop {
-            let ids: Vec<i64> = on_pool!(self, |pool| sqlx::query_scalar(NEXT_BATCH)
-                .bind(crashed_id)
-                .bind(after)
-                .bind(batch)
-                .fetch_all(pool)
-                .await?);
-            let Some(&upto) = ids.last() else {
-                break;
-            };
-            let now = crate::now_ms();
-            // The batch statements all take (session, after, upto, now) as $1..$4.
-            macro_rules! batch_update {
-                ($tx:ident, $sql:expr) => {
-                    sqlx::query($sql)
-                        .bind(crashed_id)
-                        .bind(after)
-                        .bind(upto)
-                        .bind(now)
-                        .execute(&mut *$tx)
-                        .await?
-                        .rows_affected()
-                };
-            }
-            let (steps, segments, orders) = on_pool!(self, |pool| {
-                // Every statement writes, so SQLite takes its write lock at the first one.
-                let mut tx = pool.begin().await?;
-                let steps = batch_update!(tx, RETRY_STEPS);
-                let segments = batch_update!(tx, RETRY_SEGMENTS);
-                let orders: i64 = sqlx::query_scalar(COUNT_IN_PROGRESS_ORDERS)
-                    .bind(crashed_id)
-                    .bind(after)
-                    .bind(upto)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                batch_update!(tx, RETRY_AND_RELEASE_ORDERS);
-                tx.commit().await?;
-                (steps, segments, orders)
-            });
-            after = upto;
-            totals.steps += steps;
-            totals.segments += segments;
-            totals.orders += u64::try_from(orders).unwrap_or(0);
-            progress(totals);
-        }
-        loop {
-            let now = crate::now_ms();
-            let crashed_jobs = on_pool!(self, |pool| sqlx::query(CRASH_JOBS)
-                .bind(crashed_id)
-                .bind(batch)
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected());
-            if crashed_jobs == 0 {
-                break;
-            }
-            totals.job_instances += crashed_jobs;
-            progress(totals);
-        }
+        let totals = self
+            .recover_scope(Scope::Session(crashed_id), batch_size, progress)
+            .await?;
         // recovered_by: the newest ACTIVE session of the same key, which is the caller's own
         // (it holds the key's lock, so every other ACTIVE one is dead and older).
         on_pool!(self, |pool| sqlx::query(
@@ -539,6 +526,158 @@ impl Store {
         .execute(pool)
         .await?
         .rows_affected());
+        Ok(totals)
+    }
+
+    /// Returns what one dead process of session `session` owned to RETRY (orders, their
+    /// segments and steps IN-PROGRESS) or CRASH (job instances IN-PROGRESS), releasing it,
+    /// in bounded batches like [`Store::recover_session`]. The supervisor calls it whenever
+    /// a child exits, so nothing a dead process held stays IN-PROGRESS without an owner.
+    pub async fn recover_process(
+        &self,
+        session: i64,
+        network_id: &str,
+        batch_size: u32,
+        progress: &mut (dyn FnMut(RecoveryCounts) + Send),
+    ) -> Result<RecoveryCounts, StoreError> {
+        self.recover_scope(
+            Scope::Process {
+                session,
+                owner: network_id,
+            },
+            batch_size,
+            progress,
+        )
+        .await
+    }
+
+    /// Moves the work a process owned under a dead session to the live session of the master
+    /// that adopted the process, so recovering the dead session leaves it alone. Returns the
+    /// orders and job instances moved.
+    pub async fn adopt_work(
+        &self,
+        from_session: i64,
+        to_session: i64,
+        network_id: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let orders = sqlx::query(
+                "UPDATE workflow_instance SET sessionid = $1 WHERE sessionid = $2 AND owner = $3",
+            )
+            .bind(to_session)
+            .bind(from_session)
+            .bind(network_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let jobs = sqlx::query(
+                "UPDATE job_instance SET sessionid = $1 WHERE sessionid = $2 AND owner = $3",
+            )
+            .bind(to_session)
+            .bind(from_session)
+            .bind(network_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            (orders, jobs)
+        }))
+    }
+
+    /// The batch loop shared by session and process recovery: each batch of orders is one
+    /// transaction, so no recovery ever holds one giant transaction, and an interrupted one
+    /// simply continues next time (recovered rows have left the scope).
+    async fn recover_scope(
+        &self,
+        scope: Scope<'_>,
+        batch_size: u32,
+        progress: &mut (dyn FnMut(RecoveryCounts) + Send),
+    ) -> Result<RecoveryCounts, StoreError> {
+        let sql = RecoverySql::new(scope);
+        let (session, owner) = match scope {
+            Scope::Session(id) => (id, None),
+            Scope::Process { session, owner } => (session, Some(owner)),
+        };
+        let batch = i64::from(batch_size.max(1));
+        let mut totals = RecoveryCounts::default();
+        let mut after = 0_i64;
+        loop {
+            let ids: Vec<i64> = on_pool!(self, |pool| {
+                let q = sqlx::query_scalar(&sql.next_batch)
+                    .bind(session)
+                    .bind(after)
+                    .bind(batch);
+                match owner {
+                    Some(o) => q.bind(o).fetch_all(pool).await?,
+                    None => q.fetch_all(pool).await?,
+                }
+            });
+            let Some(&upto) = ids.last() else {
+                break;
+            };
+            let now = crate::now_ms();
+            // The batch statements take (session, after, upto, now[, owner]) as $1..$5.
+            macro_rules! batch_update {
+                ($tx:ident, $sql:expr) => {{
+                    let q = sqlx::query($sql)
+                        .bind(session)
+                        .bind(after)
+                        .bind(upto)
+                        .bind(now);
+                    match owner {
+                        Some(o) => q.bind(o),
+                        None => q,
+                    }
+                    .execute(&mut *$tx)
+                    .await?
+                    .rows_affected()
+                }};
+            }
+            let (steps, segments, orders) = on_pool!(self, |pool| {
+                // Every statement writes, so SQLite takes its write lock at the first one.
+                let mut tx = pool.begin().await?;
+                let steps = batch_update!(tx, &sql.retry_steps);
+                let segments = batch_update!(tx, &sql.retry_segments);
+                let count = sqlx::query_scalar::<_, i64>(&sql.count_in_progress)
+                    .bind(session)
+                    .bind(after)
+                    .bind(upto);
+                let orders: i64 = match owner {
+                    Some(o) => count.bind(o),
+                    None => count,
+                }
+                .fetch_one(&mut *tx)
+                .await?;
+                batch_update!(tx, &sql.retry_and_release);
+                tx.commit().await?;
+                (steps, segments, orders)
+            });
+            after = upto;
+            totals.steps += steps;
+            totals.segments += segments;
+            totals.orders += u64::try_from(orders).unwrap_or(0);
+            progress(totals);
+        }
+        loop {
+            let now = crate::now_ms();
+            let crashed_jobs = on_pool!(self, |pool| {
+                let q = sqlx::query(&sql.crash_jobs).bind(session).bind(batch);
+                match owner {
+                    Some(o) => q.bind(o),
+                    None => q,
+                }
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+            if crashed_jobs == 0 {
+                break;
+            }
+            totals.job_instances += crashed_jobs;
+            progress(totals);
+        }
         Ok(totals)
     }
 }
