@@ -372,3 +372,137 @@ pub async fn publish(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::bus::Peer;
+
+    fn api() -> Api {
+        let (supervisor, _mailbox) = Supervisor::new();
+        Api {
+            supervisor,
+            events: Arc::new(EventSink::new(100)),
+            shutdown: ShutdownControl::new(),
+            instance_key: "k".into(),
+            session_id: 1,
+            started_ms: 0,
+            rbac_security: false,
+            events_endpoint: "ipc://x".into(),
+            master_grace: Duration::from_secs(60),
+        }
+    }
+
+    fn request(method: &str, body: Vec<u8>) -> Envelope {
+        Envelope {
+            id: 7,
+            method: method.into(),
+            kind: Kind::Request as i32,
+            body,
+            ..Default::default()
+        }
+    }
+
+    fn peer(user: &str) -> Peer {
+        Peer {
+            routing_id: vec![1],
+            user_id: user.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn children_raise_user_events_and_clients_may_not() {
+        let api = api();
+        let event = UserEvent {
+            severity: "warning".into(),
+            info_json: br#"{"order": 42}"#.to_vec(),
+            caller: String::new(),
+        };
+        let req = request("omq.system.raise-user-event", event.encode_to_vec());
+        let body = api
+            .dispatch("child:wf-1", peer("child:wf-1"), &req)
+            .await
+            .expect("a child may raise a user event");
+        assert_eq!(body, 1u64.to_be_bytes());
+        let raised = api.events.since(0, 10);
+        assert_eq!(raised[0].eventstr, "USER_EVENT");
+        assert_eq!(raised[0].event, 9001);
+        assert_eq!(raised[0].caller, "wf-1");
+        assert_eq!(raised[0].severitystr, "WARNING");
+        assert_eq!(raised[0].info["order"], 42);
+
+        let refused = api.dispatch("alice", peer("alice"), &req).await;
+        assert_eq!(refused.map_err(|e| e.0), Err("AUTHORIZATION-ERROR"));
+        let unknown = api
+            .dispatch("alice", peer("alice"), &request("nope", vec![]))
+            .await;
+        assert_eq!(unknown.map_err(|e| e.0), Err("UNKNOWN-METHOD"));
+        let garbage = api
+            .dispatch(
+                "alice",
+                peer("alice"),
+                &request("omq.system.get-events", vec![0xff, 0xff]),
+            )
+            .await;
+        assert_eq!(garbage.map_err(|e| e.0), Err("INVALID-ARGUMENT"));
+    }
+
+    #[tokio::test]
+    async fn get_events_filters_and_long_polls() {
+        let api = api();
+        api.events.raise(
+            EventCode::SystemStartup,
+            Severity::Info,
+            "master",
+            serde_json::json!({}),
+        );
+        api.events.raise(
+            EventCode::ProcessStarted,
+            Severity::Info,
+            "master",
+            serde_json::json!({}),
+        );
+
+        let by_code = EventQuery {
+            event_code: EventCode::ProcessStarted.code(),
+            ..Default::default()
+        };
+        let list = api.events(by_code).await;
+        assert_eq!(list.events.len(), 1);
+        assert_eq!(list.events[0].event_name, "PROCESS_STARTED");
+        assert_eq!(list.last_id, 2);
+
+        // Nothing after id 2 yet: the query waits, and an event raised meanwhile answers it.
+        let waiting = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                api.events(EventQuery {
+                    since_id: 2,
+                    wait_ms: 5_000,
+                    ..Default::default()
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        api.events.raise(
+            EventCode::UserEvent,
+            Severity::Info,
+            "x",
+            serde_json::json!({}),
+        );
+        let list = waiting.await.expect("task");
+        assert_eq!(list.events.len(), 1);
+        assert_eq!(list.events[0].id, 3);
+
+        // A wait that times out answers with nothing, not an error.
+        let empty = api
+            .events(EventQuery {
+                since_id: 3,
+                wait_ms: 50,
+                ..Default::default()
+            })
+            .await;
+        assert!(empty.events.is_empty());
+    }
+}
