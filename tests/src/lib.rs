@@ -489,3 +489,22 @@ pub fn child_pid_from_log(log: &str, network_id: &str) -> Option<i32> {
                 .ok()
         })
 }
+
+impl Instance {
+    /// Runs the `sluice` CLI against this instance and returns its output.
+    pub fn sluice(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(bin("sluice")?)
+            .args(args)
+            .env("OMQ_DIR", self.home())
+            .output()?)
+    }
+}
+
+/// A command's stdout and stderr, for assertions and failure messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

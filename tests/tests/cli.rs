@@ -1,84 +1,67 @@
 //! End-to-end tests of the `sluice` operator tool, run as a real process.
 
-use std::process::{Command, Output};
-
 use anyhow::Result;
-use sluice_e2e::{Backend, Instance};
-
-fn sluice(inst: &Instance, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(sluice_e2e::bin("sluice")?)
-        .args(args)
-        .env("OMQ_DIR", inst.home())
-        .output()?)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use sluice_e2e::{output_text, Backend, Instance};
 
 async fn schema_tool_lifecycle(backend: Backend) -> Result<()> {
     let inst = Instance::new(backend, "e2e-cli", &[])?;
 
-    let out = sluice(&inst, &["schema", "verify"])?;
+    let out = inst.sluice(&["schema", "verify"])?;
     assert!(
         !out.status.success(),
         "verify fails before create: {}",
-        text(&out)
+        output_text(&out)
     );
 
-    let out = sluice(&inst, &["schema", "create"])?;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = inst.sluice(&["schema", "create"])?;
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        text(&out).contains("created the Sluice schema version"),
+        output_text(&out).contains("created the Sluice schema version"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
-    let out = sluice(&inst, &["schema", "create"])?;
+    let out = inst.sluice(&["schema", "create"])?;
     assert!(
         !out.status.success(),
         "create twice is refused: {}",
-        text(&out)
+        output_text(&out)
     );
 
-    let out = sluice(&inst, &["schema", "verify"])?;
+    let out = inst.sluice(&["schema", "verify"])?;
     assert!(
-        out.status.success() && text(&out).starts_with("OK"),
+        out.status.success() && output_text(&out).starts_with("OK"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
-    let out = sluice(&inst, &["schema", "upgrade"])?;
+    let out = inst.sluice(&["schema", "upgrade"])?;
     assert!(
-        out.status.success() && text(&out).contains("nothing to do"),
+        out.status.success() && output_text(&out).contains("nothing to do"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
-    let out = sluice(&inst, &["schema", "drop"])?;
+    let out = inst.sluice(&["schema", "drop"])?;
     assert!(
-        !out.status.success() && text(&out).contains("--yes"),
+        !out.status.success() && output_text(&out).contains("--yes"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
-    let out = sluice(&inst, &["schema", "verify"])?;
+    let out = inst.sluice(&["schema", "verify"])?;
     assert!(
         out.status.success(),
         "an unconfirmed drop drops nothing: {}",
-        text(&out)
+        output_text(&out)
     );
 
-    let out = sluice(&inst, &["schema", "drop", "--yes"])?;
-    assert!(out.status.success(), "{}", text(&out));
-    let out = sluice(&inst, &["schema", "verify"])?;
+    let out = inst.sluice(&["schema", "drop", "--yes"])?;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = inst.sluice(&["schema", "verify"])?;
     assert!(
-        !out.status.success() && text(&out).contains("sluice schema create"),
+        !out.status.success() && output_text(&out).contains("sluice schema create"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     Ok(())
 }
@@ -99,7 +82,7 @@ async fn schema_tool_lifecycle_postgres() -> Result<()> {
 #[test]
 fn options_listing_matches_the_generated_doc() -> Result<()> {
     let inst = Instance::new(Backend::Sqlite, "e2e-cli-options", &[])?;
-    let out = sluice(&inst, &["options", "--markdown"])?;
+    let out = inst.sluice(&["options", "--markdown"])?;
     assert!(out.status.success());
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/options.md"))?;
     assert_eq!(
@@ -108,8 +91,8 @@ fn options_listing_matches_the_generated_doc() -> Result<()> {
         "docs/options.md is stale"
     );
 
-    let out = sluice(&inst, &["options"])?;
-    let listing = text(&out);
+    let out = inst.sluice(&["options"])?;
+    let listing = output_text(&out);
     for name in [
         "qorus.instance-key",
         "qorus.systemdb",
@@ -127,16 +110,13 @@ fn options_listing_matches_the_generated_doc() -> Result<()> {
 #[test]
 fn option_values_never_show_the_database_password() -> Result<()> {
     let inst = Instance::new(Backend::Sqlite, "e2e-cli-secret", &[])?;
-    let out = sluice(
-        &inst,
-        &[
-            "-o",
-            "qorus.systemdb=pgsql:omq/s3cr3t-pw@omq%db.example.com:5432",
-            "options",
-            "--values",
-        ],
-    )?;
-    let shown = text(&out);
+    let out = inst.sluice(&[
+        "-o",
+        "qorus.systemdb=pgsql:omq/s3cr3t-pw@omq%db.example.com:5432",
+        "options",
+        "--values",
+    ])?;
+    let shown = output_text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(
         shown.contains("postgres://omq:***@db.example.com:5432/omq"),

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sluice_e2e::{
-    alive, assert_in_order, child_pid_from_log, eventually, free_port, Backend, Instance,
+    alive, assert_in_order, child_pid_from_log, eventually, free_port, output_text, Backend,
+    Instance,
 };
 
 const GW: &str = "http-gateway";
@@ -45,33 +46,15 @@ fn wait_registered(inst: &Instance, key: &str, count: usize) -> Result<()> {
     })
 }
 
-fn sluice(inst: &Instance, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(sluice_e2e::bin("sluice")?)
-        .args(args)
-        .env("OMQ_DIR", inst.home())
-        .output()?)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// A client certificate registered (or not) for `user`.
 fn client_key(inst: &Instance, name: &str, register_as: Option<&str>) -> Result<(String, String)> {
     let path = inst.home().join(format!("{name}.cert"));
-    let out = sluice(
-        inst,
-        &["keys", "gen", "--out", path.to_str().context("path")?],
-    )?;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = inst.sluice(&["keys", "gen", "--out", path.to_str().context("path")?])?;
+    assert!(out.status.success(), "{}", output_text(&out));
     let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if let Some(user) = register_as {
-        let out = sluice(inst, &["keys", "register", user, &public])?;
-        assert!(out.status.success(), "{}", text(&out));
+        let out = inst.sluice(&["keys", "register", user, &public])?;
+        assert!(out.status.success(), "{}", output_text(&out));
     }
     Ok((path.display().to_string(), public))
 }
@@ -204,8 +187,10 @@ fn restarted_master_adopts_running_children() -> Result<()> {
         Duration::from_secs(10),
         "the adopted gateway heartbeating",
         || {
-            let out = sluice(&inst, &["--cluster", &endpoint, "--key", &cert, "status"]).ok()?;
-            let t = text(&out);
+            let out = inst
+                .sluice(&["--cluster", &endpoint, "--key", &cert, "status"])
+                .ok()?;
+            let t = output_text(&out);
             (out.status.success() && t.contains(&format!("pid {gw}")) && t.contains("running"))
                 .then_some(t)
         },
@@ -287,23 +272,23 @@ fn cluster_api_admits_only_registered_unrevoked_keys() -> Result<()> {
         let mut args = vec!["--cluster", &endpoint, "--key", cert, "--timeout", "2"];
         args.extend_from_slice(extra);
         args.push("status");
-        sluice(&inst, &args)
+        inst.sluice(&args)
     };
 
     let (good, _) = client_key(&inst, "good", Some("alice"))?;
     let out = status(&good, &[])?;
     assert!(
-        out.status.success() && text(&out).contains(key),
+        out.status.success() && output_text(&out).contains(key),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     let (stranger, stranger_pub) = client_key(&inst, "stranger", None)?;
     let out = status(&stranger, &[])?;
     assert!(
-        !out.status.success() && text(&out).contains("no answer"),
+        !out.status.success() && output_text(&out).contains("no answer"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     let refused = format!("refused CURVE client {stranger_pub}");
     eventually(Duration::from_secs(5), "the refusal in the log", || {
@@ -315,13 +300,13 @@ fn cluster_api_admits_only_registered_unrevoked_keys() -> Result<()> {
         status(&revoked, &[])?.status.success(),
         "works before revocation"
     );
-    let out = sluice(&inst, &["keys", "revoke", &revoked_pub])?;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = inst.sluice(&["keys", "revoke", &revoked_pub])?;
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = status(&revoked, &[])?;
     assert!(
         !out.status.success(),
         "a revoked key gets no reply: {}",
-        text(&out)
+        output_text(&out)
     );
     let refused = format!("refused CURVE client {revoked_pub}");
     eventually(Duration::from_secs(5), "the revoked key's refusal", || {
@@ -332,12 +317,12 @@ fn cluster_api_admits_only_registered_unrevoked_keys() -> Result<()> {
     let wrong = sluice_e2e_wrong_server_key();
     let out = status(&good, &["--server-key", &wrong])?;
     assert!(
-        !out.status.success() && text(&out).contains("no answer"),
+        !out.status.success() && output_text(&out).contains("no answer"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
-    let listed = text(&sluice(&inst, &["keys", "list"])?);
+    let listed = output_text(&inst.sluice(&["keys", "list"])?);
     assert!(
         listed.contains("alice") && listed.contains("revoked"),
         "{listed}"
@@ -359,11 +344,11 @@ fn shutdown_over_the_cluster_api_with_rbac_refused_then_allowed() -> Result<()> 
     inst.wait_ready(m)?;
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let (cert, _) = client_key(&inst, "ops", Some("ops"))?;
-    let out = sluice(&inst, &["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
+    let out = inst.sluice(&["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
     assert!(
-        !out.status.success() && text(&out).contains("AUTHORIZATION-ERROR"),
+        !out.status.success() && output_text(&out).contains("AUTHORIZATION-ERROR"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(inst.try_status(m)?.is_none(), "still running");
     assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
@@ -375,8 +360,8 @@ fn shutdown_over_the_cluster_api_with_rbac_refused_then_allowed() -> Result<()> 
     )?;
     let m = inst.start_master(&[])?;
     inst.wait_ready(m)?;
-    let out = sluice(&inst, &["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = inst.sluice(&["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(inst.wait_exit(m, STOP_GRACE)?.code(), Some(0));
     assert!(master_log(&inst, key).contains("shutdown requested by shutdown API call by ops"));
     Ok(())
@@ -405,7 +390,7 @@ fn python_example_client_reads_status_using_only_the_docs() -> Result<()> {
     inst.wait_ready(m)?;
     wait_registered(&inst, key, 1)?;
     let (cert, _) = client_key(&inst, "py", Some("py"))?;
-    let server = String::from_utf8_lossy(&sluice(&inst, &["keys", "public"])?.stdout)
+    let server = String::from_utf8_lossy(&inst.sluice(&["keys", "public"])?.stdout)
         .trim()
         .to_string();
     let script = concat!(
@@ -424,7 +409,7 @@ fn python_example_client_reads_status_using_only_the_docs() -> Result<()> {
             "status",
         ])
         .output()?;
-    let shown = text(&out);
+    let shown = output_text(&out);
     assert!(out.status.success(), "{shown}");
     let status: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())?;
