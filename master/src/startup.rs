@@ -298,7 +298,8 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
             autostart: true,
         }));
         tracing::info!(
-            "startup step 7/7: HTTP gateway process started (listeners {})",
+            "startup step 7/7: HTTP gateway process started; it does not serve HTTP in this \
+             build yet (configured listeners: {})",
             listeners.join(", ")
         );
     }
