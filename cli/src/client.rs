@@ -10,7 +10,9 @@ use prost::Message;
 use sluice_core::bus::Bus;
 use sluice_core::keys;
 use sluice_core::options::Options;
-use sluice_proto::v1::{Envelope, EventList, EventQuery, SystemStatus};
+use sluice_proto::v1::{
+    Envelope, EventList, EventQuery, InterfaceList, InterfaceRef, SystemStatus,
+};
 
 /// How to reach the cluster API.
 #[derive(Debug, Clone, Args)]
@@ -41,6 +43,25 @@ pub enum ClientAction {
         since: u64,
         #[arg(long)]
         follow: bool,
+    },
+    /// List the loaded workflows, services and jobs with the state of their processes.
+    Interfaces,
+    /// Start the process of a workflow, service or job.
+    Start {
+        #[arg(value_parser = ["workflow", "service", "job"])]
+        r#type: String,
+        name: String,
+        /// Default: the newest loaded version.
+        #[arg(value_name = "VERSION")]
+        iface_version: Option<String>,
+    },
+    /// Stop the process of a workflow, service or job.
+    Stop {
+        #[arg(value_parser = ["workflow", "service", "job"])]
+        r#type: String,
+        name: String,
+        #[arg(value_name = "VERSION")]
+        iface_version: Option<String>,
     },
     /// Ask the master to shut the node down.
     Shutdown,
@@ -130,6 +151,58 @@ pub async fn run(
                     break;
                 }
             }
+        }
+        ClientAction::Interfaces => {
+            let body = call("omq.system.list-interfaces", Vec::new(), timeout).await?;
+            let list = InterfaceList::decode(body.as_slice())?;
+            println!(
+                "{:<9} {:<28} {:<10} {:<9} {:<8} {:<11} PID",
+                "TYPE", "NAME", "VERSION", "AUTOSTART", "ENABLED", "STATUS"
+            );
+            for i in &list.interfaces {
+                println!(
+                    "{:<9} {:<28} {:<10} {:<9} {:<8} {:<11} {}",
+                    i.r#type,
+                    i.name,
+                    i.version,
+                    i.autostart,
+                    i.enabled,
+                    i.status,
+                    if i.pid > 0 {
+                        i.pid.to_string()
+                    } else {
+                        "-".into()
+                    }
+                );
+            }
+        }
+        ClientAction::Start {
+            r#type,
+            name,
+            iface_version,
+        }
+        | ClientAction::Stop {
+            r#type,
+            name,
+            iface_version,
+        } => {
+            let method = match action {
+                ClientAction::Start { .. } => "omq.system.start-interface",
+                _ => "omq.system.stop-interface",
+            };
+            let body = InterfaceRef {
+                r#type: r#type.clone(),
+                name: name.clone(),
+                version: iface_version.clone().unwrap_or_default(),
+            }
+            .encode_to_vec();
+            let reply = call(method, body, timeout).await?;
+            let verb = if method.ends_with("start-interface") {
+                "starting"
+            } else {
+                "stopped"
+            };
+            println!("{verb} {}", String::from_utf8_lossy(&reply));
         }
         ClientAction::Shutdown => {
             call("omq.system.shutdown", Vec::new(), timeout).await?;

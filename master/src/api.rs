@@ -14,13 +14,13 @@ use sluice_core::events::{EventCode, EventSink, Severity};
 use sluice_core::keys;
 use sluice_core::store::Store;
 use sluice_proto::v1::{
-    envelope::Kind, Envelope, EventList, EventQuery, Heartbeat, Register, RegisterReply, Registry,
-    SystemStatus, UserEvent,
+    envelope::Kind, Envelope, EventList, EventQuery, Heartbeat, Interface, InterfaceList,
+    InterfaceRef, Register, RegisterReply, Registry, SystemStatus, UserEvent,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::shutdown::{ShutdownControl, ShutdownReason};
-use crate::supervisor::{Command, Published, Supervisor};
+use crate::supervisor::{interface_network_id, ChildSpec, Command, Published, Supervisor};
 
 /// The user-id prefix the ZAP handler gives the master's children.
 pub const CHILD_PREFIX: &str = "child:";
@@ -72,6 +72,9 @@ enum Access {
     Read,
     /// Changes the system: needs the named RBAC permission when `qorus.rbac-security` is on.
     Permission(&'static str),
+    /// Controls an interface: needs `WORKFLOW-CONTROL`, `SERVICE-CONTROL` or `JOB-CONTROL`
+    /// by the interface's type (Qorus's permissions).
+    Control,
 }
 
 /// Every verb the master serves, with who may call it. `docs/cluster-api.md` lists them.
@@ -83,6 +86,9 @@ const VERBS: &[(&str, Access)] = &[
     ("omq.system.get-status", Access::Read),
     ("omq.system.get-events", Access::Read),
     ("omq.system.get-registry", Access::Read),
+    ("omq.system.list-interfaces", Access::Read),
+    ("omq.system.start-interface", Access::Control),
+    ("omq.system.stop-interface", Access::Control),
     ("omq.system.shutdown", Access::Permission("SHUTDOWN")),
 ];
 
@@ -90,6 +96,7 @@ const VERBS: &[(&str, Access)] = &[
 #[derive(Clone)]
 pub struct Api {
     pub supervisor: Supervisor,
+    pub store: Store,
     pub events: Arc<EventSink>,
     pub shutdown: ShutdownControl,
     pub instance_key: String,
@@ -143,6 +150,18 @@ impl Api {
                     "AUTHORIZATION-ERROR",
                     format!("{} is for the master's own processes", request.method),
                 ))
+            }
+            (Access::Control, None) if self.rbac_security => {
+                let kind = InterfaceRef::decode(request.body.as_slice())
+                    .map(|r| r.r#type.to_ascii_uppercase())
+                    .unwrap_or_else(|_| "INTERFACE".into());
+                return Err((
+                    "AUTHORIZATION-ERROR",
+                    format!(
+                        "user {user} lacks the {kind}-CONTROL permission needed for {}",
+                        request.method
+                    ),
+                ));
             }
             (Access::Permission(permission), None) if self.rbac_security => {
                 // Roles and permissions arrive with RBAC; until then, with RBAC on, nobody
@@ -224,6 +243,36 @@ impl Api {
                 let query = EventQuery::decode(body).map_err(bad_body)?;
                 Ok(self.events(query).await.encode_to_vec())
             }
+            "omq.system.list-interfaces" => Ok(self.interfaces().await?.encode_to_vec()),
+            "omq.system.start-interface" | "omq.system.stop-interface" => {
+                let wanted = InterfaceRef::decode(body).map_err(bad_body)?;
+                let row = self.find_interface(&wanted).await?;
+                let Some(spec) = ChildSpec::for_interface(&row) else {
+                    return Err((
+                        "INVALID-ARGUMENT",
+                        format!("unknown interface type {:?}", row.kind),
+                    ));
+                };
+                if request.method == "omq.system.start-interface" {
+                    if !row.enabled {
+                        return Err((
+                            "STATUS-ERROR",
+                            format!("{} {}:{} is disabled", row.kind, row.name, row.version),
+                        ));
+                    }
+                    tracing::info!(user, network_id = %spec.network_id, "start requested");
+                    self.supervisor.send(Command::Start(spec.clone()));
+                } else {
+                    tracing::info!(user, network_id = %spec.network_id, "stop requested");
+                    if !self.supervisor.stop_one(&spec.network_id).await {
+                        return Err((
+                            "STATUS-ERROR",
+                            format!("{} {}:{} is not running", row.kind, row.name, row.version),
+                        ));
+                    }
+                }
+                Ok(spec.network_id.into_bytes())
+            }
             "omq.system.shutdown" => {
                 // The reply goes out first: the caller learns the request was taken.
                 let control = self.shutdown.clone();
@@ -236,6 +285,58 @@ impl Api {
             }
             _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
         }
+    }
+
+    /// Every loaded interface with the state of the process that runs it.
+    async fn interfaces(&self) -> Result<InterfaceList, (&'static str, String)> {
+        let rows = self.store.list_interfaces().await.map_err(db_error)?;
+        let registry = self.supervisor.registry().await;
+        let interfaces = rows
+            .iter()
+            .map(|row| {
+                let network_id = interface_network_id(&row.kind, &row.name, &row.version);
+                let process = registry.iter().find(|p| p.network_id == network_id);
+                Interface {
+                    r#type: row.kind.clone(),
+                    id: row.id,
+                    name: row.name.clone(),
+                    version: row.version.clone(),
+                    autostart: row.autostart,
+                    enabled: row.enabled,
+                    status: process.map_or_else(|| "stopped".to_string(), |p| p.status.clone()),
+                    network_id: process.map(|p| p.network_id.clone()).unwrap_or_default(),
+                    pid: process.map_or(0, |p| p.pid),
+                }
+            })
+            .collect();
+        Ok(InterfaceList { interfaces })
+    }
+
+    /// The interface a request names; without a version, the newest loaded one.
+    async fn find_interface(
+        &self,
+        wanted: &InterfaceRef,
+    ) -> Result<sluice_core::store::InterfaceRow, (&'static str, String)> {
+        let rows = self.store.list_interfaces().await.map_err(db_error)?;
+        rows.into_iter()
+            .filter(|r| r.kind == wanted.r#type && r.name == wanted.name)
+            .filter(|r| wanted.version.is_empty() || r.version == wanted.version)
+            .max_by_key(|r| r.id)
+            .ok_or_else(|| {
+                (
+                    "NOT-FOUND",
+                    format!(
+                        "no {} {}{} is loaded",
+                        wanted.r#type,
+                        wanted.name,
+                        if wanted.version.is_empty() {
+                            String::new()
+                        } else {
+                            format!(":{}", wanted.version)
+                        }
+                    ),
+                )
+            })
     }
 
     async fn status(&self) -> SystemStatus {
@@ -290,6 +391,14 @@ impl Api {
             last_id: self.events.last_id(),
         }
     }
+}
+
+fn db_error(err: sluice_core::store::StoreError) -> (&'static str, String) {
+    tracing::error!("system database: {err}");
+    (
+        "DATABASE-ERROR",
+        format!("the system database failed: {err}"),
+    )
 }
 
 fn bad_body(err: prost::DecodeError) -> (&'static str, String) {
@@ -378,10 +487,16 @@ mod tests {
     use super::*;
     use sluice_core::bus::Peer;
 
-    fn api() -> Api {
+    async fn api(dir: &tempfile::TempDir) -> Api {
         let (supervisor, _mailbox) = Supervisor::new();
+        let db = sluice_core::options::SystemDb::Sqlite {
+            path: dir.path().join("t.db"),
+        };
+        let store = Store::open(&db, true).await.expect("store");
+        store.schema_create().await.expect("schema");
         Api {
             supervisor,
+            store,
             events: Arc::new(EventSink::new(100)),
             shutdown: ShutdownControl::new(),
             instance_key: "k".into(),
@@ -412,7 +527,8 @@ mod tests {
 
     #[tokio::test]
     async fn children_raise_user_events_and_clients_may_not() {
-        let api = api();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = api(&dir).await;
         let event = UserEvent {
             severity: "warning".into(),
             info_json: br#"{"order": 42}"#.to_vec(),
@@ -449,7 +565,8 @@ mod tests {
 
     #[tokio::test]
     async fn get_events_filters_and_long_polls() {
-        let api = api();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = api(&dir).await;
         api.events.raise(
             EventCode::SystemStartup,
             Severity::Info,

@@ -263,10 +263,36 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
     }
     let adopted: Vec<String> = adopted.into_iter().map(|(id, _)| id).collect();
 
-    // Step 6: the autostart interfaces.
+    // Step 6: the autostart interfaces. A failure to read them is logged (and raised as an
+    // event) but does not stop the start, as the reference says for services.
+    let mut autostarted = 0;
     if options.autostart_interfaces() {
+        match store.list_interfaces().await {
+            Ok(rows) => {
+                for row in rows.iter().filter(|r| r.autostart && r.enabled) {
+                    let Some(spec) = ChildSpec::for_interface(row) else {
+                        continue;
+                    };
+                    if adopted.contains(&spec.network_id) {
+                        continue;
+                    }
+                    node.supervisor.send(supervisor::Command::Start(spec));
+                    autostarted += 1;
+                }
+            }
+            Err(err) => {
+                tracing::error!("startup step 6/7: cannot read the interfaces to autostart: {err}");
+                events.raise(
+                    EventCode::SystemError,
+                    Severity::Error,
+                    "master",
+                    serde_json::json!({"step": 6, "error": err.to_string()}),
+                );
+            }
+        }
         tracing::info!(
-            "startup step 6/7: cluster bus up ({}); {} process(es) adopted; no interfaces to autostart",
+            "startup step 6/7: cluster bus up ({}); {} process(es) adopted; {autostarted} \
+             autostart interface(s) starting",
             node.endpoints.join(", "),
             adopted.len()
         );
@@ -536,6 +562,7 @@ fn start_bus(
     )];
     let api = Api {
         supervisor: supervisor.clone(),
+        store: store.clone(),
         events: events.clone(),
         shutdown: shutdown.clone(),
         instance_key: options.instance_key().to_string(),

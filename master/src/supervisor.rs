@@ -117,6 +117,24 @@ pub struct ChildSpec {
     pub autostart: bool,
 }
 
+impl ChildSpec {
+    /// The process that runs a loaded workflow, service or job.
+    pub fn for_interface(row: &sluice_core::store::InterfaceRow) -> Option<ChildSpec> {
+        let kind = ChildKind::from_process_type(&row.kind)?;
+        Some(ChildSpec {
+            network_id: interface_network_id(&row.kind, &row.name, &row.version),
+            kind,
+            interfaces: vec![format!("{}:{}:{}", row.kind, row.name, row.version)],
+            autostart: row.autostart,
+        })
+    }
+}
+
+/// The network id of the process running an interface, e.g. `workflow-ORDERS-1.0`.
+pub fn interface_network_id(kind: &str, name: &str, version: &str) -> String {
+    format!("{kind}-{name}-{version}")
+}
+
 /// What the supervisor needs from the rest of the master.
 pub struct Config {
     pub instance_key: String,
@@ -195,6 +213,11 @@ pub enum Command {
         kind: ChildKind,
         done: oneshot::Sender<usize>,
     },
+    /// Stops one child; answers false when no such child runs.
+    StopOne {
+        network_id: String,
+        done: oneshot::Sender<usize>,
+    },
     Registry(oneshot::Sender<Vec<RegistryEntry>>),
 }
 
@@ -242,7 +265,7 @@ impl Supervisor {
             tx: self.tx.clone(),
             keys: self.keys.clone(),
             children: HashMap::new(),
-            stopping: HashMap::new(),
+            stopping: Vec::new(),
             publish,
         };
         tokio::spawn(actor.run(mailbox))
@@ -269,11 +292,28 @@ impl Supervisor {
         rx.await.unwrap_or(0)
     }
 
+    /// Stops one child; returns false when it was not running.
+    pub async fn stop_one(&self, network_id: &str) -> bool {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::StopOne {
+            network_id: network_id.to_string(),
+            done,
+        });
+        rx.await.unwrap_or(0) > 0
+    }
+
     pub async fn registry(&self) -> Vec<RegistryEntry> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Registry(tx));
         rx.await.unwrap_or_default()
     }
+}
+
+/// A stop request: answered with how many children it stopped once all have exited.
+struct StopWaiter {
+    waiting_for: Vec<String>,
+    count: usize,
+    done: oneshot::Sender<usize>,
 }
 
 struct Actor {
@@ -285,7 +325,7 @@ struct Actor {
     keys: Arc<RwLock<HashMap<[u8; 32], String>>>,
     children: HashMap<String, Child>,
     /// Stop requests waiting for their children to exit.
-    stopping: HashMap<ChildKind, (usize, oneshot::Sender<usize>)>,
+    stopping: Vec<StopWaiter>,
     publish: mpsc::UnboundedSender<Published>,
 }
 
@@ -308,6 +348,15 @@ impl Actor {
         match command {
             Command::Start(spec) => {
                 let id = spec.network_id.clone();
+                if let Some(child) = self.children.get_mut(&id) {
+                    if child.status != Status::Failed {
+                        tracing::info!(network_id = %id, "already {}", child.status.as_str());
+                        return;
+                    }
+                    // An operator's start after a crash loop: a fresh chance.
+                    child.crashes.clear();
+                    child.spec = spec.clone();
+                }
                 self.children.entry(id.clone()).or_insert_with(|| Child {
                     spec,
                     status: Status::Starting,
@@ -379,7 +428,16 @@ impl Actor {
                 };
                 let _ = reply.send(known);
             }
-            Command::Stop { kind, done } => self.stop(kind, done),
+            Command::Stop { kind, done } => {
+                let ids: Vec<String> = self
+                    .children
+                    .values()
+                    .filter(|c| c.spec.kind == kind)
+                    .map(|c| c.spec.network_id.clone())
+                    .collect();
+                self.stop(ids, done);
+            }
+            Command::StopOne { network_id, done } => self.stop(vec![network_id], done),
             Command::Registry(reply) => {
                 let _ = reply.send(self.registry());
             }
@@ -664,7 +722,6 @@ impl Actor {
             tracing::info!(network_id, "adopted process ended");
         }
         if child.status == Status::Stopping {
-            let kind = child.spec.kind;
             let pid = child.pid;
             self.forget_key(network_id);
             self.children.remove(network_id);
@@ -680,7 +737,7 @@ impl Actor {
                 "master",
                 serde_json::json!({"network_id": network_id, "pid": pid, "reason": reason, "restarting": false}),
             );
-            self.stop_progress(kind);
+            self.stop_progress(network_id);
             self.publish_registry();
             return;
         }
@@ -831,19 +888,22 @@ impl Actor {
         }
     }
 
-    fn stop(&mut self, kind: ChildKind, done: oneshot::Sender<usize>) {
-        let mut count = 0;
-        for child in self.children.values_mut().filter(|c| c.spec.kind == kind) {
-            match child.status {
-                Status::Backoff | Status::Failed => {
-                    child.status = Status::Failed;
-                    continue;
-                }
-                _ => {}
+    /// Asks the named children to stop (then signals them, see [`STOP_TIMEOUT`]); `done`
+    /// learns how many it stopped once they have all exited.
+    fn stop(&mut self, ids: Vec<String>, done: oneshot::Sender<usize>) {
+        let mut waiting_for = Vec::new();
+        for id in ids {
+            let Some(child) = self.children.get_mut(&id) else {
+                continue;
+            };
+            if matches!(child.status, Status::Backoff | Status::Failed) {
+                // Not running: nothing to wait for, and no restart is pending any more.
+                self.children.remove(&id);
+                continue;
             }
-            tracing::info!(network_id = %child.spec.network_id, status = child.status.as_str(), "asking it to stop");
+            tracing::info!(network_id = %id, status = child.status.as_str(), "asking it to stop");
             child.status = Status::Stopping;
-            count += 1;
+            waiting_for.push(id.clone());
             let pid = child.pid;
             if let Some(peer) = &child.peer {
                 let stop = Envelope {
@@ -853,13 +913,15 @@ impl Actor {
                     ..Default::default()
                 };
                 if let Err(err) = self.replier.reply(peer, stop) {
-                    tracing::warn!("cannot ask {} to stop: {err}", child.spec.network_id);
+                    tracing::warn!("cannot ask {id} to stop: {err}");
+                    if let Some(pid) = pid {
+                        signal(pid, nix::sys::signal::Signal::SIGTERM);
+                    }
                 }
             } else if let Some(pid) = pid {
                 signal(pid, nix::sys::signal::Signal::SIGTERM);
             }
             if let Some(pid) = pid {
-                let id = child.spec.network_id.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(STOP_TIMEOUT).await;
                     if signal(pid, nix::sys::signal::Signal::SIGTERM) {
@@ -872,27 +934,30 @@ impl Actor {
                 });
             }
         }
-        // Children already gone count as stopped.
-        self.children
-            .retain(|_, c| !(c.spec.kind == kind && c.status == Status::Failed));
-        if count == 0 {
+        if waiting_for.is_empty() {
             let _ = done.send(0);
         } else {
-            self.stopping.insert(kind, (count, done));
+            let count = waiting_for.len();
+            self.stopping.push(StopWaiter {
+                waiting_for,
+                count,
+                done,
+            });
         }
         self.publish_registry();
     }
 
-    fn stop_progress(&mut self, kind: ChildKind) {
-        let remaining = self
-            .children
-            .values()
-            .filter(|c| c.spec.kind == kind && c.status == Status::Stopping)
-            .count();
-        if remaining == 0 {
-            if let Some((count, done)) = self.stopping.remove(&kind) {
-                let _ = done.send(count);
-            }
+    /// A stopping child exited: answer the stop requests that waited only for it.
+    fn stop_progress(&mut self, network_id: &str) {
+        for waiter in &mut self.stopping {
+            waiter.waiting_for.retain(|id| id != network_id);
+        }
+        let (finished, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stopping)
+            .into_iter()
+            .partition(|w| w.waiting_for.is_empty());
+        self.stopping = pending;
+        for waiter in finished {
+            let _ = waiter.done.send(waiter.count);
         }
     }
 

@@ -527,3 +527,128 @@ async fn an_adopted_childs_work_survives_a_master_crash() -> Result<()> {
     assert_eq!(inst.stop(m2, STOP_GRACE)?.code(), Some(0));
     Ok(())
 }
+
+#[tokio::test]
+async fn interfaces_are_listed_autostarted_started_and_stopped() -> Result<()> {
+    let key = "e2e-interfaces";
+    let (mut inst, port) = instance(key, &[])?;
+    let out = inst.sluice(&["schema", "create"])?;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let db = inst.db().await?;
+    for sql in [
+        "INSERT INTO workflows (workflowid, name, version, autostart, created, modified) VALUES (1, 'ORDERS', '1.0', 1, 0, 0)",
+        "INSERT INTO services (serviceid, name, version, autostart, created, modified) VALUES (1, 'billing', '2.0', 0, 0, 0)",
+        "INSERT INTO jobs (jobid, name, version, active, created, modified) VALUES (1, 'cleanup', '1.0', 0, 0, 0)",
+    ] {
+        db.execute(sql).await?;
+    }
+    db.close().await;
+    let wf = "workflow-ORDERS-1.0";
+    let svc = "service-billing-2.0";
+
+    let m = inst.start_master(&[])?;
+    inst.wait_ready(m)?;
+    let registered = |id: &str| {
+        let needle = format!("network_id={id} ");
+        let quoted = format!("network_id=\"{id}\"");
+        let id = id.to_string();
+        let inst = &inst;
+        move || {
+            master_log(inst, key)
+                .lines()
+                .any(|l| {
+                    l.contains("registered after") && (l.contains(&needle) || l.contains(&quoted))
+                })
+                .then(|| id.clone())
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the autostart workflow process",
+        registered(wf),
+    )?;
+
+    let (cert, _) = client_key(&inst, "ops", Some("ops"))?;
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let cli = |args: &[&str]| -> Result<Output> {
+        let mut all = vec!["--cluster", endpoint.as_str(), "--key", cert.as_str()];
+        all.extend_from_slice(args);
+        inst.sluice(&all)
+    };
+    let listing = output_text(&cli(&["interfaces"])?);
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.contains(name))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert!(line("ORDERS").contains("running"), "{listing}");
+    assert!(line("billing").contains("stopped"), "{listing}");
+    assert!(
+        line("cleanup").contains("stopped"),
+        "inactive jobs are not autostarted: {listing}"
+    );
+
+    // An operator starts the service; its process registers.
+    let out = cli(&["start", "service", "billing"])?;
+    assert!(
+        out.status.success() && output_text(&out).contains(svc),
+        "{}",
+        output_text(&out)
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the service process",
+        registered(svc),
+    )?;
+
+    // Qorus's restart rules: a workflow process always comes back, a non-autostart service not.
+    let log = master_log(&inst, key);
+    let wf_pid = child_pid_from_log(&log, wf).context("workflow pid")?;
+    let svc_pid = child_pid_from_log(&log, svc).context("service pid")?;
+    kill(Pid::from_raw(svc_pid), Signal::SIGKILL)?;
+    kill(Pid::from_raw(wf_pid), Signal::SIGKILL)?;
+    eventually(Duration::from_secs(10), "the workflow process back", || {
+        child_pid_from_log(&master_log(&inst, key), wf).filter(|p| *p != wf_pid && alive(*p))
+    })?;
+    eventually(Duration::from_secs(5), "the service left down", || {
+        master_log(&inst, key)
+            .contains("not restarted: its interface is not autostart")
+            .then_some(())
+    })?;
+    assert!(!alive(svc_pid));
+    let listing = output_text(&cli(&["interfaces"])?);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("billing") && l.contains("failed")),
+        "{listing}"
+    );
+
+    // Stop the workflow; stopping it twice, or starting what is not loaded, is a clear error.
+    let out = cli(&["stop", "workflow", "ORDERS"])?;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = cli(&["stop", "workflow", "ORDERS"])?;
+    assert!(
+        !out.status.success() && output_text(&out).contains("STATUS-ERROR"),
+        "{}",
+        output_text(&out)
+    );
+    let out = cli(&["start", "workflow", "NOPE"])?;
+    assert!(
+        !out.status.success() && output_text(&out).contains("NOT-FOUND"),
+        "{}",
+        output_text(&out)
+    );
+    let listing = output_text(&cli(&["interfaces"])?);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("ORDERS") && l.contains("stopped")),
+        "{listing}"
+    );
+
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}

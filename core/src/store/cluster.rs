@@ -199,3 +199,49 @@ impl Store {
         Ok(())
     }
 }
+
+/// A loaded interface definition, as the master starts and lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceRow {
+    /// `workflow`, `service` or `job`.
+    pub kind: String,
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    /// Workflows: autostart > 0; services: autostart; jobs: active.
+    pub autostart: bool,
+    pub enabled: bool,
+}
+
+impl Store {
+    /// Every loaded workflow, service and job (all versions), by kind, name and version.
+    pub async fn list_interfaces(&self) -> Result<Vec<InterfaceRow>, StoreError> {
+        // CASE turns BOOLEAN (PostgreSQL) and 0/1 (SQLite) columns into one integer type, so
+        // one statement serves both backends.
+        const SQL: &str = "SELECT 'workflow' AS kind, workflowid AS id, name, version, \
+                 CAST(CASE WHEN autostart > 0 THEN 1 ELSE 0 END AS BIGINT) AS autostart, \
+                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled FROM workflows \
+             UNION ALL SELECT 'service', serviceid, name, version, \
+                 CAST(CASE WHEN autostart THEN 1 ELSE 0 END AS BIGINT), \
+                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) FROM services \
+             UNION ALL SELECT 'job', jobid, name, version, \
+                 CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT), \
+                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) FROM jobs \
+             ORDER BY 1, 3, 4";
+        let rows: Vec<(String, i64, String, String, i64, i64)> =
+            on_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await?);
+        Ok(rows
+            .into_iter()
+            .map(
+                |(kind, id, name, version, autostart, enabled)| InterfaceRow {
+                    kind,
+                    id,
+                    name,
+                    version,
+                    autostart: autostart != 0,
+                    enabled: enabled != 0,
+                },
+            )
+            .collect())
+    }
+}

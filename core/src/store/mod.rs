@@ -33,7 +33,7 @@ mod schema;
 mod session;
 
 pub use audit::AuditTarget;
-pub use cluster::{ClusterKey, ProcessRow};
+pub use cluster::{ClusterKey, InterfaceRow, ProcessRow};
 pub use schema::SLUICE_TABLES;
 pub use session::SessionInfo;
 
