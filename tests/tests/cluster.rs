@@ -652,3 +652,70 @@ async fn interfaces_are_listed_autostarted_started_and_stopped() -> Result<()> {
     assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
     Ok(())
 }
+
+#[tokio::test]
+async fn the_master_publishes_events_registry_and_process_aborts() -> Result<()> {
+    use prost::Message;
+    use sluice_core::keys;
+    use sluice_proto::v1::{Event, ProcessAborted, Registry};
+
+    let key = "e2e-pub";
+    let (mut inst, _) = instance(key, &[])?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    wait_registered(&inst, key, 1)?;
+
+    // A registered client key may subscribe; the master's PUB socket is CURVE like the rest.
+    let (cert, public) = client_key(&inst, "watcher", Some("watcher"))?;
+    let client = sluice_cli::keys::load_certificate(std::path::Path::new(&cert))?;
+    assert_eq!(client.public_z85(), public);
+    let server = keys::load_key_file(&inst.home().join("etc/cluster.key"))?;
+    let bus = sluice_core::bus::Bus::client()?;
+    let endpoint = format!("ipc://{}/var/{key}.events.ipc", inst.home().display());
+    let mut sub = bus.subscribe(
+        &endpoint,
+        server.public(),
+        &client,
+        &["event", "registry", "process"],
+    )?;
+    // A subscription takes a moment to reach the publisher (ZeroMQ's slow joiner).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let gw = gateway_pid(&inst, key, None)?;
+    kill(Pid::from_raw(gw), Signal::SIGKILL)?;
+
+    let (mut aborted, mut stopped, mut restarted) = (None, false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(aborted.is_some() && stopped && restarted) {
+        let Ok(Some((topic, envelope))) = tokio::time::timeout_at(deadline, sub.recv()).await
+        else {
+            anyhow::bail!("published messages missing: aborted={aborted:?} stopped={stopped} restarted={restarted}");
+        };
+        match topic.as_str() {
+            "process" => aborted = Some(ProcessAborted::decode(envelope.body.as_slice())?),
+            "event" => {
+                let e = Event::decode(envelope.body.as_slice())?;
+                stopped |= e.event_name == "PROCESS_STOPPED" && e.event_code == 6002;
+            }
+            "registry" => {
+                let r = Registry::decode(envelope.body.as_slice())?;
+                restarted |= r
+                    .entries
+                    .iter()
+                    .any(|p| p.network_id == GW && p.status == "running" && p.pid as i32 != gw);
+            }
+            other => anyhow::bail!("unexpected topic {other}"),
+        }
+    }
+    let aborted = aborted.context("process-aborted")?;
+    assert_eq!(aborted.network_id, GW);
+    assert_eq!(aborted.pid as i32, gw);
+    assert!(
+        aborted.restarting && aborted.reason.contains("SIGKILL"),
+        "{aborted:?}"
+    );
+    drop(sub);
+    drop(bus);
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
