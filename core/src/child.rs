@@ -59,18 +59,6 @@ impl std::fmt::Debug for Bootstrap {
     }
 }
 
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.expose())
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret::new)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
     #[error(
@@ -182,7 +170,7 @@ pub async fn run(boot: Bootstrap, log: &crate::logging::LogFile) -> Result<StopR
 
     let id = Identity {
         pid: std::process::id(),
-        host: hostname(),
+        host: crate::hostname(),
         started: Instant::now(),
         endpoints: vec![direct.endpoint().to_string()],
         boot,
@@ -412,13 +400,6 @@ pub fn rss_bytes_of(pid: u32) -> u64 {
         })
         .map(|kib| kib * 1024)
         .unwrap_or(0)
-}
-
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// `main` of a child binary: bootstrap, run, exit code.

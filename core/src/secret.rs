@@ -34,6 +34,20 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Serialized as the plain value: only for the private channels a secret must cross (the
+/// bootstrap a master writes on a child's stdin), never for anything logged or shown.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 /// Compares two byte strings in time independent of where they differ, so a caller cannot
 /// learn a secret byte by byte from response times.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -345,7 +345,7 @@ impl Api {
             instance_key: self.instance_key.clone(),
             session_id: self.session_id,
             master_pid: std::process::id(),
-            host: sluice_core::child::hostname(),
+            host: sluice_core::hostname(),
             version: sluice_core::VERSION.to_string(),
             started_ms: self.started_ms,
             uptime_ms: u64::try_from(now - self.started_ms).unwrap_or(0),

@@ -212,7 +212,7 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
     // Step 5: the application session, recovering any session that died without closing.
     let holder = SessionHolder {
         pid: std::process::id(),
-        host: hostname(),
+        host: sluice_core::hostname(),
     };
     let opened = store
         .open_session(options.instance_key(), &holder)
@@ -352,7 +352,7 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
             "instance-key": system.options.instance_key(),
             "sessionid": session_id,
             "pid": std::process::id(),
-            "host": hostname(),
+            "host": sluice_core::hostname(),
             "version": sluice_core::VERSION,
             "startup_ms": ready_ms,
         }),
@@ -680,11 +680,4 @@ pub fn bin_dir() -> std::path::PathBuf {
         .ok()
         .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
         .unwrap_or_default()
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
 }

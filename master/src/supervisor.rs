@@ -524,7 +524,7 @@ impl Actor {
         tracing::info!(network_id, pid, "started {}", policy.binary);
         let row = ProcessRow {
             process_network_id: network_id.to_string(),
-            host: sluice_core::child::hostname(),
+            host: sluice_core::hostname(),
             node: config.instance_key.clone(),
             pid: i64::from(pid),
             process_type: policy.process_type.to_string(),
