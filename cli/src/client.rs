@@ -26,7 +26,7 @@ pub struct Connection {
     pub key: Option<PathBuf>,
     /// The cluster's public key, Z85 (`sluice keys public` prints it); default: derived
     /// from the local qorus.network-key file.
-    #[arg(long, global = true, value_name = "Z85")]
+    #[arg(long, global = true, value_name = "Z85", allow_hyphen_values = true)]
     pub server_key: Option<String>,
     /// Seconds to wait for an answer.
     #[arg(long, global = true, default_value_t = 10)]

@@ -26,12 +26,17 @@ pub enum KeysAction {
     Register {
         user: String,
         /// The client's Z85 public key (40 characters), as `sluice keys gen` prints it.
+        /// (Z85 text may begin with '-', so it is never taken for an option.)
+        #[arg(allow_hyphen_values = true)]
         public_key: String,
         #[arg(long)]
         description: Option<String>,
     },
     /// Revoke a registered client key; its next connection is refused.
-    Revoke { public_key: String },
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        public_key: String,
+    },
     /// List registered client keys.
     List,
 }

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod keys;
+pub mod load;
 pub mod schema;
 
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ pub enum Command {
         #[command(subcommand)]
         action: schema::SchemaAction,
     },
+    /// Load interface definitions (Qorus YAML) and their code into the system database.
+    Load(load::LoadArgs),
     /// The cluster key and the client keys of the cluster API.
     Keys {
         #[command(subcommand)]
@@ -99,6 +102,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Schema { action } => schema::run(&cli.options()?, action).await,
         Command::Keys { action } => keys::run(&cli.options()?, action).await,
+        Command::Load(args) => load::run(&cli.options()?, args).await,
         Command::Client(action) => client::run(&cli.options()?, &cli.connection, action).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn z85_keys_beginning_with_a_hyphen_are_values_not_options() {
+        let key = "-pQ8]fX2^Wd.L9zk{t4h+e}Ar0bMnC/7sYv%1uJ=";
+        assert_eq!(key.len(), 40);
+        for args in [
+            vec!["sluice", "keys", "register", "ops", key],
+            vec!["sluice", "keys", "revoke", key],
+            vec!["sluice", "--server-key", key, "status"],
+        ] {
+            let parsed = Cli::try_parse_from(&args);
+            assert!(parsed.is_ok(), "{args:?}: {:?}", parsed.err());
+        }
     }
 }

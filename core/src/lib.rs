@@ -8,6 +8,7 @@
 //! - [`keys`]: CURVE keypairs and the cluster key file.
 //! - [`child`]: the loop every child process runs (bootstrap, registration, heartbeats).
 //! - [`events`]: system events with Qorus's classes and codes, and the in-memory sink.
+//! - [`interfaces`]: Qorus's interface definition files (YAML), parsed and validated.
 //! - [`logging`]: per-process log files plus stderr, through `tracing`.
 //! - [`home`]: the instance home directory (`$OMQ_DIR`) and its layout.
 //! - [`secret`]: a wrapper that keeps secrets out of logs and `Debug` output.
@@ -17,6 +18,7 @@ pub mod bus;
 pub mod child;
 pub mod events;
 pub mod home;
+pub mod interfaces;
 pub mod keys;
 pub mod logging;
 pub mod options;

@@ -29,11 +29,13 @@ use crate::options::SystemDb;
 
 mod audit;
 mod cluster;
+mod definitions;
 mod schema;
 mod session;
 
 pub use audit::AuditTarget;
 pub use cluster::{ClusterKey, InterfaceRow, ProcessRow};
+pub use definitions::{DefinitionError, LoadReport, StoredDefinition};
 pub use schema::SLUICE_TABLES;
 pub use session::SessionInfo;
 

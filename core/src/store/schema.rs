@@ -55,6 +55,7 @@ pub const SLUICE_TABLES: &[&str] = &[
     "oauth2_tokens",
     "oauth2_codes",
     "cluster_keys",
+    "error_definitions",
 ];
 
 fn highest_version(migrator: &Migrator) -> i64 {

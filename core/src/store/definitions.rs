@@ -1,0 +1,494 @@
+//! Interface definitions in the database: what `sluice load` writes, lists and deletes.
+//!
+//! A load is one transaction: every definition of the batch is written, or none. References
+//! (a workflow's steps, its errors definition) are resolved against the batch first, then
+//! against what earlier loads stored; an unresolved one fails the load with the file and
+//! line that names it. Code is stored once per content hash.
+
+use std::collections::HashMap;
+
+use crate::interfaces::{Definition, Diagnostic, ErrorsDef, Loaded, StepDef, WorkflowDef};
+
+use super::{on_pool, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    /// References that neither the batch nor the database defines.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Unresolved(Vec<Diagnostic>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for DefinitionError {
+    fn from(err: sqlx::Error) -> Self {
+        DefinitionError::Store(StoreError::Sql(err))
+    }
+}
+
+/// What a load did, one line per definition, e.g. `created step Validate:1.0`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub lines: Vec<String>,
+}
+
+/// A stored definition, for `sluice load --list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDefinition {
+    pub kind: String,
+    pub name: String,
+    pub version: String,
+    pub modified: i64,
+}
+
+fn change(existing: bool, same: bool) -> &'static str {
+    match (existing, same) {
+        (false, _) => "created",
+        (true, true) => "unchanged",
+        (true, false) => "updated",
+    }
+}
+
+fn errors_json(def: &ErrorsDef) -> String {
+    serde_json::Value::Array(
+        def.errors
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name, "desc": e.desc, "severity": e.severity, "status": e.status,
+                    "business": e.business, "retry_delay_secs": e.retry_delay_secs, "level": e.level,
+                })
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+/// The body of a load, written once for both backends (`$tx` is a transaction of either).
+macro_rules! load_in_tx {
+    ($tx:ident, $store_steps:expr, $errors:expr, $workflows:expr, $now:expr) => {{
+        let mut lines = Vec::new();
+        let mut step_ids: HashMap<(String, String), i64> = HashMap::new();
+        for step in $store_steps {
+            let step: &StepDef = step;
+            sqlx::query(
+                "INSERT INTO code (code_hash, lang, source, created) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (code_hash) DO NOTHING",
+            )
+            .bind(&step.code.hash)
+            .bind(&step.lang)
+            .bind(&step.code.source)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+            let existing: Option<(i64, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT stepid, code_hash, class_name FROM steps WHERE name = $1 AND version = $2",
+            )
+            .bind(&step.name)
+            .bind(&step.version)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            let id = match &existing {
+                Some((id, _, _)) => {
+                    sqlx::query(
+                        "UPDATE steps SET description = $1, steptype = $2, lang = $3, \
+                         base_class_name = $4, class_name = $5, code_hash = $6, modified = $7 \
+                         WHERE stepid = $8",
+                    )
+                    .bind(&step.desc)
+                    .bind(&step.steptype)
+                    .bind(&step.lang)
+                    .bind(&step.base_class_name)
+                    .bind(&step.class_name)
+                    .bind(&step.code.hash)
+                    .bind($now)
+                    .bind(id)
+                    .execute(&mut *$tx)
+                    .await?;
+                    *id
+                }
+                None => {
+                    sqlx::query_scalar::<_, i64>(
+                        "INSERT INTO steps (name, version, description, steptype, lang, \
+                         base_class_name, class_name, code_hash, created, modified) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING stepid",
+                    )
+                    .bind(&step.name)
+                    .bind(&step.version)
+                    .bind(&step.desc)
+                    .bind(&step.steptype)
+                    .bind(&step.lang)
+                    .bind(&step.base_class_name)
+                    .bind(&step.class_name)
+                    .bind(&step.code.hash)
+                    .bind($now)
+                    .fetch_one(&mut *$tx)
+                    .await?
+                }
+            };
+            let same = existing.as_ref().is_some_and(|(_, hash, class)| {
+                hash.as_deref() == Some(step.code.hash.as_str())
+                    && class.as_deref() == Some(step.class_name.as_str())
+            });
+            lines.push(format!(
+                "{} step {}:{} (code {})",
+                change(existing.is_some(), same),
+                step.name,
+                step.version,
+                &step.code.hash[..12.min(step.code.hash.len())]
+            ));
+            step_ids.insert((step.name.clone(), step.version.clone()), id);
+        }
+
+        for def in $errors {
+            let def: &ErrorsDef = def;
+            let json = errors_json(def);
+            let old: Option<String> =
+                sqlx::query_scalar("SELECT errors FROM error_definitions WHERE name = $1")
+                    .bind(&def.name)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            sqlx::query(
+                "INSERT INTO error_definitions (name, errors, created, modified) \
+                 VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
+                 errors = excluded.errors, modified = excluded.modified",
+            )
+            .bind(&def.name)
+            .bind(&json)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+            lines.push(format!(
+                "{} errors {} ({} error(s))",
+                change(old.is_some(), old.as_deref() == Some(json.as_str())),
+                def.name,
+                def.errors.len()
+            ));
+        }
+
+        let mut unresolved = Vec::new();
+        for wf in $workflows {
+            let wf: &WorkflowDef = wf;
+            // Resolve every step: the batch first, then earlier loads.
+            let mut ids = HashMap::new();
+            for r in wf.step_refs() {
+                let key = (r.name.clone(), r.version.clone());
+                let id = match step_ids.get(&key) {
+                    Some(id) => Some(*id),
+                    None => sqlx::query_scalar::<_, i64>(
+                        "SELECT stepid FROM steps WHERE name = $1 AND version = $2",
+                    )
+                    .bind(&r.name)
+                    .bind(&r.version)
+                    .fetch_optional(&mut *$tx)
+                    .await?,
+                };
+                match id {
+                    Some(id) => {
+                        ids.insert(key, id);
+                    }
+                    None => unresolved.push(Diagnostic {
+                        origin: r.origin.clone(),
+                        message: format!(
+                            "step {}:{} is neither in the files loaded nor in the database; \
+                             load its .qstep.yaml too",
+                            r.name, r.version
+                        ),
+                    }),
+                }
+            }
+            let errors: Option<String> = match &wf.errors {
+                None => None,
+                Some((name, origin)) => {
+                    let found: Option<String> =
+                        sqlx::query_scalar("SELECT errors FROM error_definitions WHERE name = $1")
+                            .bind(name)
+                            .fetch_optional(&mut *$tx)
+                            .await?;
+                    if found.is_none() {
+                        unresolved.push(Diagnostic {
+                            origin: origin.clone(),
+                            message: format!(
+                                "errors definition {name} is neither in the files loaded nor \
+                                 in the database; load its .qerrors.yaml too"
+                            ),
+                        });
+                    }
+                    found
+                }
+            };
+            if !unresolved.is_empty() {
+                continue;
+            }
+            let keylist = serde_json::to_string(&wf.keylist).unwrap_or_else(|_| "[]".into());
+            let options = serde_json::Value::Object(wf.options.clone()).to_string();
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT workflowid FROM workflows WHERE name = $1 AND version = $2",
+            )
+            .bind(&wf.name)
+            .bind(&wf.version)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            let wfid = match existing {
+                Some(id) => {
+                    sqlx::query(
+                        "UPDATE workflows SET description = $1, autostart = $2, \
+                         max_instances = $3, keylist = $4, options = $5, modified = $6 \
+                         WHERE workflowid = $7",
+                    )
+                    .bind(&wf.desc)
+                    .bind(wf.autostart)
+                    .bind(wf.max_instances)
+                    .bind(&keylist)
+                    .bind(&options)
+                    .bind($now)
+                    .bind(id)
+                    .execute(&mut *$tx)
+                    .await?;
+                    // The graph, errors and groups are replaced by the new definition's.
+                    for sql in [
+                        "DELETE FROM workflow_steps WHERE workflowid = $1",
+                        "DELETE FROM workflow_errors WHERE workflowid = $1",
+                        "DELETE FROM group_members WHERE object_type = 'workflow' AND object_id = $1",
+                    ] {
+                        sqlx::query(sql).bind(id).execute(&mut *$tx).await?;
+                    }
+                    id
+                }
+                None => {
+                    sqlx::query_scalar::<_, i64>(
+                        "INSERT INTO workflows (name, version, description, autostart, \
+                         max_instances, keylist, options, created, modified) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING workflowid",
+                    )
+                    .bind(&wf.name)
+                    .bind(&wf.version)
+                    .bind(&wf.desc)
+                    .bind(wf.autostart)
+                    .bind(wf.max_instances)
+                    .bind(&keylist)
+                    .bind(&options)
+                    .bind($now)
+                    .fetch_one(&mut *$tx)
+                    .await?
+                }
+            };
+            for (position, (step, before)) in wf.dependencies().into_iter().enumerate() {
+                let id = ids[&(step.name.clone(), step.version.clone())];
+                let depends: Vec<i64> = before
+                    .iter()
+                    .map(|b| ids[&(b.name.clone(), b.version.clone())])
+                    .collect();
+                sqlx::query(
+                    "INSERT INTO workflow_steps (workflowid, stepid, position, depends_on) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(wfid)
+                .bind(id)
+                .bind(position as i64)
+                .bind(serde_json::to_string(&depends).unwrap_or_else(|_| "[]".into()))
+                .execute(&mut *$tx)
+                .await?;
+            }
+            if let Some(errors) = errors {
+                let list: Vec<serde_json::Value> =
+                    serde_json::from_str(&errors).unwrap_or_default();
+                for e in list {
+                    let global = e["level"] == "GLOBAL";
+                    let name = e["name"].as_str().unwrap_or_default().to_string();
+                    if global {
+                        sqlx::query(
+                            "DELETE FROM workflow_errors WHERE workflowid IS NULL AND error = $1",
+                        )
+                        .bind(&name)
+                        .execute(&mut *$tx)
+                        .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO workflow_errors (workflowid, error, description, severity, \
+                         status, business_error, retry_delay_secs, level) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(if global { None } else { Some(wfid) })
+                    .bind(&name)
+                    .bind(e["desc"].as_str())
+                    .bind(e["severity"].as_str().unwrap_or("MAJOR"))
+                    .bind(e["status"].as_str().unwrap_or("E"))
+                    .bind(e["business"].as_bool().unwrap_or(false))
+                    .bind(e["retry_delay_secs"].as_i64())
+                    .bind(e["level"].as_str().unwrap_or("AUTO"))
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+            }
+            for group in &wf.groups {
+                sqlx::query(
+                    "INSERT INTO groups (name, description, enabled, created, modified) \
+                     VALUES ($1, 'created by sluice load', TRUE, $2, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(group)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO group_members (group_name, object_type, object_id) \
+                     VALUES ($1, 'workflow', $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(group)
+                .bind(wfid)
+                .execute(&mut *$tx)
+                .await?;
+            }
+            lines.push(format!(
+                "{} workflow {}:{} ({} step(s))",
+                if existing.is_some() { "updated" } else { "created" },
+                wf.name,
+                wf.version,
+                ids.len()
+            ));
+        }
+        if !unresolved.is_empty() {
+            return Err(DefinitionError::Unresolved(unresolved));
+        }
+        lines
+    }};
+}
+
+impl Store {
+    /// Writes a validated batch in one transaction (see the module doc).
+    pub async fn load_definitions(&self, loaded: &Loaded) -> Result<LoadReport, DefinitionError> {
+        let now = crate::now_ms();
+        let steps: Vec<&StepDef> = loaded
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                Definition::Step(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let errors: Vec<&ErrorsDef> = loaded
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                Definition::Errors(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let workflows: Vec<&WorkflowDef> = loaded
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                Definition::Workflow(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let lines = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let lines = load_in_tx!(
+                tx,
+                steps.iter().copied(),
+                errors.iter().copied(),
+                workflows.iter().copied(),
+                now
+            );
+            tx.commit().await?;
+            lines
+        });
+        Ok(LoadReport { lines })
+    }
+
+    /// Every stored workflow, step and errors definition.
+    pub async fn list_definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT 'workflow', name, version, modified FROM workflows \
+             UNION ALL SELECT 'step', name, version, modified FROM steps \
+             UNION ALL SELECT 'errors', name, '', modified FROM error_definitions \
+             ORDER BY 1, 2, 3"
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(kind, name, version, modified)| StoredDefinition {
+                kind,
+                name,
+                version,
+                modified,
+            })
+            .collect())
+    }
+
+    /// Deletes a definition. A step some workflow uses, or a workflow with orders, is
+    /// refused with the reason; returns false when there is no such definition.
+    pub async fn delete_definition(
+        &self,
+        kind: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<bool, StoreError> {
+        let (find, users, delete) = match kind {
+            "workflow" => (
+                "SELECT workflowid FROM workflows WHERE name = $1 AND version = $2",
+                "SELECT COUNT(*) FROM workflow_instance WHERE workflowid = $1",
+                "DELETE FROM workflows WHERE workflowid = $1",
+            ),
+            "step" => (
+                "SELECT stepid FROM steps WHERE name = $1 AND version = $2",
+                "SELECT COUNT(*) FROM workflow_steps WHERE stepid = $1",
+                "DELETE FROM steps WHERE stepid = $1",
+            ),
+            "errors" => {
+                let n = on_pool!(self, |pool| sqlx::query(
+                    "DELETE FROM error_definitions WHERE name = $1"
+                )
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected());
+                return Ok(n > 0);
+            }
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "cannot delete a {other:?}: expected workflow, step or errors"
+                )))
+            }
+        };
+        let Some(id) = on_pool!(self, |pool| sqlx::query_scalar::<_, i64>(find)
+            .bind(name)
+            .bind(version)
+            .fetch_optional(pool)
+            .await?)
+        else {
+            return Ok(false);
+        };
+        let used: i64 = on_pool!(self, |pool| sqlx::query_scalar(users)
+            .bind(id)
+            .fetch_one(pool)
+            .await?);
+        if used > 0 {
+            return Err(StoreError::Invalid(format!(
+                "{kind} {name}:{version} is still used ({used} {}); nothing was deleted",
+                if kind == "step" {
+                    "workflow(s)"
+                } else {
+                    "order(s)"
+                }
+            )));
+        }
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if kind == "workflow" {
+                sqlx::query(
+                    "DELETE FROM group_members WHERE object_type = 'workflow' AND object_id = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(delete).bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+}

@@ -1,0 +1,185 @@
+//! End-to-end tests of `sluice load` (Qorus's oload) with the shipped example, as a user runs it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use sluice_e2e::{output_text, Backend, Instance};
+
+fn example_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/order");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.to_string_lossy().ends_with(".yaml"));
+    files.sort();
+    files
+}
+
+fn load(inst: &Instance, files: &[PathBuf]) -> Result<std::process::Output> {
+    let mut args = vec!["load".to_string()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    inst.sluice(&refs)
+}
+
+async fn example_loads_and_reloads(backend: Backend) -> Result<()> {
+    let inst = Instance::new(backend, "e2e-load", &[])?;
+    assert!(inst.sluice(&["schema", "create"])?.status.success());
+    let files = example_files();
+    assert_eq!(files.len(), 5, "{files:?}");
+
+    let out = load(&inst, &files)?;
+    let shown = output_text(&out);
+    assert!(out.status.success(), "{shown}");
+    for line in [
+        "created step ValidateOrder:1.0",
+        "created step ReserveStock:1.0",
+        "created step ChargePayment:1.0",
+        "created errors example-order-errors (2 error(s))",
+        "created workflow EXAMPLE-ORDER:1.0 (3 step(s))",
+    ] {
+        assert!(shown.contains(line), "missing {line:?} in:\n{shown}");
+    }
+
+    let db = inst.db().await?;
+    // The graph: both parallel steps wait for ValidateOrder, which waits for nothing.
+    let graph = db
+        .strings(
+            "SELECT s.name || '<' || w.depends_on FROM workflow_steps w JOIN steps s ON s.stepid = w.stepid \
+             ORDER BY w.position",
+        )
+        .await?;
+    let validate = db
+        .scalar_i64("SELECT stepid FROM steps WHERE name = 'ValidateOrder'")
+        .await?;
+    assert_eq!(
+        graph,
+        vec![
+            "ValidateOrder<[]".to_string(),
+            format!("ReserveStock<[{validate}]"),
+            format!("ChargePayment<[{validate}]"),
+        ]
+    );
+    let errors = db
+        .strings(
+            "SELECT error || ':' || status || ':' || COALESCE(CAST(retry_delay_secs AS TEXT), '-') \
+             FROM workflow_errors ORDER BY error",
+        )
+        .await?;
+    assert_eq!(
+        errors,
+        vec!["PAYMENT-DECLINED:E:-", "STOCK-UNAVAILABLE:R:30"]
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM code").await?,
+        3,
+        "code stored by content hash"
+    );
+    assert_eq!(db.scalar_i64("SELECT autostart FROM workflows").await?, 1);
+
+    // Loading the same files again changes no step.
+    let out = load(&inst, &files)?;
+    let shown = output_text(&out);
+    assert!(
+        out.status.success() && shown.contains("unchanged step ValidateOrder:1.0"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("updated workflow EXAMPLE-ORDER:1.0"),
+        "{shown}"
+    );
+    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM workflows").await?, 1);
+
+    let listed = output_text(&inst.sluice(&["load", "--list"])?);
+    assert!(
+        listed.contains("EXAMPLE-ORDER") && listed.contains("ChargePayment"),
+        "{listed}"
+    );
+
+    // A step a workflow uses cannot be deleted; the workflow can, and then the step.
+    let out = inst.sluice(&["load", "--delete", "step:ValidateOrder:1.0"])?;
+    assert!(
+        !out.status.success() && output_text(&out).contains("still used"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(inst
+        .sluice(&["load", "--delete", "workflow:EXAMPLE-ORDER:1.0"])?
+        .status
+        .success());
+    assert!(inst
+        .sluice(&["load", "--delete", "step:ValidateOrder:1.0"])?
+        .status
+        .success());
+    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM workflows").await?, 0);
+    db.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn example_loads_and_reloads_sqlite() -> Result<()> {
+    example_loads_and_reloads(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn example_loads_and_reloads_postgres() -> Result<()> {
+    match Backend::postgres().await? {
+        Some(b) => example_loads_and_reloads(b).await,
+        None => Ok(()),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_file_loads_nothing_and_names_the_line() -> Result<()> {
+    let inst = Instance::new(Backend::Sqlite, "e2e-load-bad", &[])?;
+    assert!(inst.sluice(&["schema", "create"])?.status.success());
+    // A copy of the example with one broken step file.
+    let dir = inst.home().join("src");
+    std::fs::create_dir_all(&dir)?;
+    let mut files = Vec::new();
+    for f in example_files() {
+        let to = dir.join(f.file_name().unwrap_or_default());
+        std::fs::copy(&f, &to)?;
+        let py = f.with_extension("py");
+        if py.exists() {
+            std::fs::copy(&py, dir.join(py.file_name().unwrap_or_default()))?;
+        }
+        files.push(to);
+    }
+    let broken = dir.join("ReserveStock-1.0.qstep.yaml");
+    let text = std::fs::read_to_string(&broken)?.replace("steptype: NORMAL", "steptype: ASYNC");
+    std::fs::write(&broken, &text)?;
+    let line = text
+        .lines()
+        .position(|l| l.contains("steptype"))
+        .map(|i| i + 1)
+        .unwrap_or(0);
+
+    let out = load(&inst, &files)?;
+    let shown = output_text(&out);
+    assert_eq!(out.status.code(), Some(65), "{shown}");
+    assert!(
+        shown.contains(&format!("{}:{line}:", broken.display())) && shown.contains("ASYNC"),
+        "names the file, the line and the problem: {shown}"
+    );
+    assert!(shown.contains("nothing was loaded"), "{shown}");
+    let db = inst.db().await?;
+    assert_eq!(
+        db.scalar_i64("SELECT COUNT(*) FROM steps").await?,
+        0,
+        "the good files were not loaded either"
+    );
+
+    // A workflow naming a step that exists nowhere: refused with the workflow's file and line.
+    let wf = dir.join("EXAMPLE-ORDER-1.0.qwf.yaml");
+    let out = load(&inst, std::slice::from_ref(&wf))?;
+    let shown = output_text(&out);
+    assert_eq!(out.status.code(), Some(65), "{shown}");
+    assert!(
+        shown.contains(&format!("{}:", wf.display())) && shown.contains("ValidateOrder:1.0"),
+        "{shown}"
+    );
+    assert_eq!(db.scalar_i64("SELECT COUNT(*) FROM workflows").await?, 0);
+    db.close().await;
+    Ok(())
+}
