@@ -8,7 +8,8 @@
 //! reader, or writers waiting for room) and kicks them when their condition holds; a
 //! parked party therefore wakes either on the fd or on a kick, and re-checks the socket
 //! before it parks again (the reader skips that look when nothing touched the socket
-//! since its last one ended at `EAGAIN`, which costs libzmq a system call).
+//! since its last one ended at `EAGAIN`, or since a `ZMQ_EVENTS` asked on its behalf found
+//! nothing: a look that finds nothing costs libzmq a pair of system calls).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -40,9 +41,10 @@ pub(super) struct AsyncSocket {
     read_kick: Kick,
     write_kick: Notify,
     closed: AtomicBool,
-    /// Bumped by every operation on the socket, so the reader can tell that nobody has
-    /// touched the socket since its own drain ended at `EAGAIN` (`clean_at`): then
-    /// libzmq's mailbox is still armed and it may wait without looking again.
+    /// Bumped by every operation on the socket and by the reader when it wakes, so the
+    /// reader can tell that nothing happened since a look (its own drain ending at
+    /// `EAGAIN`, or a `ZMQ_EVENTS` finding nothing to read) left the socket clean
+    /// (`clean_at`): then libzmq's mailbox is still armed and it may wait without looking.
     ops: AtomicU64,
     clean_at: AtomicU64,
     _core: Arc<BusCore>,
@@ -154,30 +156,48 @@ impl AsyncSocket {
     }
 
     /// After an operation (under the lock), wakes parked parties whose fd edge it may have
-    /// swallowed. Returns whether it had to process libzmq's commands to find out.
-    fn wake_others(&self, s: &zmq::Socket, by_reader: bool) -> bool {
-        self.ops.fetch_add(1, SeqCst);
+    /// swallowed, asking `ZMQ_EVENTS` only when someone is parked (`by_reader`: the reader
+    /// itself is the one operating, so only writers count).
+    ///
+    /// When libzmq then reports nothing to read, it has just processed every command and
+    /// found every pipe empty (which re-arms both), so the socket is clean as of this
+    /// operation: the reader may wait without looking, unless it woke since (it bumps
+    /// `ops` when it does, after clearing the fd's readiness, so the `ops` taken here
+    /// before asking no longer matches). A client's reader relies on this: the call that
+    /// sends a request looks on its behalf, so it need not look itself before waiting.
+    fn wake_others(&self, s: &zmq::Socket, by_reader: bool) -> Events {
+        let now = self.ops.fetch_add(1, SeqCst) + 1;
         let reader = !by_reader && self.reader_parked.load(SeqCst);
         let writers = self.writers_parked.load(SeqCst) > 0;
         if !reader && !writers {
-            return false;
+            return Events::NotAsked;
         }
         match s.get_events() {
             Ok(ev) => {
-                if reader && ev.contains(zmq::POLLIN) {
-                    self.read_kick.kick();
+                let readable = ev.contains(zmq::POLLIN);
+                if readable {
+                    if reader {
+                        self.read_kick.kick();
+                    }
+                } else {
+                    self.clean_at.store(now, SeqCst);
                 }
                 if writers && ev.contains(zmq::POLLOUT) {
                     self.write_kick.notify_waiters();
+                }
+                if readable {
+                    Events::Readable
+                } else {
+                    Events::Nothing
                 }
             }
             Err(_) => {
                 // Cannot tell: wake them all, they re-check for themselves.
                 self.read_kick.kick();
                 self.write_kick.notify_waiters();
+                Events::Readable
             }
         }
-        true
     }
 
     /// Sends without waiting: `f` sends every frame of one message with `DONTWAIT`, and a
@@ -257,12 +277,19 @@ impl AsyncSocket {
     }
 
     /// Receives: `drain` takes messages and says how many, and whether it stopped because
-    /// none was left; this waits until it takes at least one. Only one task may read a
-    /// given socket.
+    /// none was left; this waits until it takes at least one. `drain` is told whether its
+    /// look follows a wait (so it may take just the message that woke it and hand it on
+    /// sooner). With `yield_first`, the reader lets the other ready tasks run once before
+    /// it looks (parked meanwhile, so a task that touches the socket then looks on its
+    /// behalf, and spares it the look if it finds nothing). Only one task may read a given
+    /// socket.
     pub(super) async fn read(
         &self,
-        mut drain: impl FnMut(&zmq::Socket) -> zmq::Result<Drained>,
+        yield_first: bool,
+        mut drain: impl FnMut(&zmq::Socket, bool) -> zmq::Result<Drained>,
     ) -> Result<usize, BusError> {
+        let mut yielded = !yield_first;
+        let mut woke = false;
         loop {
             if self.is_closed() {
                 return Err(BusError::Closed);
@@ -271,26 +298,37 @@ impl AsyncSocket {
             // checks on our behalf.
             self.reader_parked.store(true, SeqCst);
             let parked = ParkedReader(&self.reader_parked);
+            if !yielded {
+                yielded = true;
+                yield_once().await;
+            }
             if self.clean_at.load(SeqCst) != self.ops.load(SeqCst) {
-                let got = {
+                let (got, readable) = {
                     let s = self.lock();
-                    let r = drain(&s);
-                    let polled = self.wake_others(&s, true);
-                    // libzmq said EAGAIN, having processed every command; unless the look
-                    // on the writers' behalf processed more since.
-                    let clean = matches!(r, Ok(Drained { empty: true, .. })) && !polled;
-                    let now = self.ops.load(SeqCst);
-                    self.clean_at
-                        .store(if clean { now } else { u64::MAX }, SeqCst);
-                    r
+                    let r = drain(&s, woke);
+                    let events = self.wake_others(&s, true);
+                    // libzmq said EAGAIN, having processed every command (unless the look
+                    // on the writers' behalf processed more since, which says for itself).
+                    if matches!(events, Events::NotAsked)
+                        && matches!(r, Ok(Drained { empty: true, .. }))
+                    {
+                        self.clean_at.store(self.ops.load(SeqCst), SeqCst);
+                    }
+                    (r, matches!(events, Events::Readable))
                 };
+                woke = false;
                 match got {
                     Ok(Drained { taken, .. }) if taken > 0 => return Ok(taken),
                     Ok(_) | Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                     Err(e) => return Err(BusError::zmq("receive", e)),
                 }
+                if readable {
+                    // A message came after the drain ended and the look on the writers'
+                    // behalf took its edge: look again rather than wait.
+                    continue;
+                }
             }
-            let woke = std::future::poll_fn(|cx| {
+            let ready = std::future::poll_fn(|cx| {
                 if self.read_kick.poll(cx.waker()) {
                     return Poll::Ready(Ok(()));
                 }
@@ -304,9 +342,11 @@ impl AsyncSocket {
                 }
             })
             .await;
-            // Something happened: look, whatever the counters say.
-            self.clean_at.store(u64::MAX, SeqCst);
-            if let Err(e) = woke {
+            // Something happened: look, whatever the counters say (this also voids a clean
+            // mark from a look on our behalf that began before the readiness was cleared).
+            self.ops.fetch_add(1, SeqCst);
+            woke = true;
+            if let Err(e) = ready {
                 return Err(BusError::Io {
                     context: "wait for the socket".into(),
                     source: e,
@@ -315,6 +355,28 @@ impl AsyncSocket {
             drop(parked);
         }
     }
+}
+
+/// Whether an operation asked `ZMQ_EVENTS` on behalf of parked parties, and what it found.
+enum Events {
+    NotAsked,
+    Nothing,
+    Readable,
+}
+
+/// Lets the other ready tasks run once: the task wakes itself, which puts it at the back
+/// of the run queue (without waiting for the I/O driver, as `tokio::task::yield_now` does).
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 /// What a drain did: how many messages it took, and whether it stopped at `EAGAIN`.
