@@ -8,7 +8,6 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use sluice_core::keys::{self, KeyPair};
 use sluice_core::options::Options;
-use sluice_core::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
@@ -78,7 +77,7 @@ pub async fn run(options: &Options, action: &KeysAction) -> anyhow::Result<u8> {
             description,
         } => {
             keys::z85_decode(public_key).context("not a public key")?;
-            let store = open(options).await?;
+            let store = crate::open_store(options).await?;
             store
                 .register_cluster_key(public_key, user, description.as_deref())
                 .await?;
@@ -87,7 +86,7 @@ pub async fn run(options: &Options, action: &KeysAction) -> anyhow::Result<u8> {
             Ok(0)
         }
         KeysAction::Revoke { public_key } => {
-            let store = open(options).await?;
+            let store = crate::open_store(options).await?;
             let revoked = store.revoke_cluster_key(public_key).await?;
             store.close().await;
             if !revoked {
@@ -97,7 +96,7 @@ pub async fn run(options: &Options, action: &KeysAction) -> anyhow::Result<u8> {
             Ok(0)
         }
         KeysAction::List => {
-            let store = open(options).await?;
+            let store = crate::open_store(options).await?;
             let list = store.list_cluster_keys().await?;
             store.close().await;
             println!(
@@ -121,15 +120,6 @@ pub async fn run(options: &Options, action: &KeysAction) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
-}
-
-async fn open(options: &Options) -> anyhow::Result<Store> {
-    let db = options.systemdb();
-    let store = Store::open(&db, false)
-        .await
-        .with_context(|| format!("cannot open the system database {db}"))?;
-    store.ensure_schema_current().await?;
-    Ok(store)
 }
 
 /// A czmq "secret certificate" (ZPL), the format pyzmq's `zmq.auth.load_certificate` and

@@ -85,6 +85,17 @@ impl Cli {
     }
 }
 
+/// Opens the system database for an offline command, refusing a schema this release does
+/// not match (with the command that fixes it).
+pub(crate) async fn open_store(options: &Options) -> anyhow::Result<sluice_core::store::Store> {
+    let db = options.systemdb();
+    let store = sluice_core::store::Store::open(&db, false)
+        .await
+        .with_context(|| format!("cannot open the system database {db}"))?;
+    store.ensure_schema_current().await?;
+    Ok(store)
+}
+
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {

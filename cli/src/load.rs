@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use sluice_core::interfaces;
 use sluice_core::options::Options;
-use sluice_core::store::{DefinitionError, Store};
+use sluice_core::store::DefinitionError;
 
 /// sysexits' EX_DATAERR: the input files are wrong.
 const EX_DATAERR: u8 = 65;
@@ -27,7 +27,7 @@ pub struct LoadArgs {
 
 pub async fn run(options: &Options, args: &LoadArgs) -> anyhow::Result<u8> {
     if args.list {
-        let store = open(options).await?;
+        let store = crate::open_store(options).await?;
         let stored = store.list_definitions().await?;
         store.close().await;
         println!("{:<9} {:<32} VERSION", "TYPE", "NAME");
@@ -45,7 +45,7 @@ pub async fn run(options: &Options, args: &LoadArgs) -> anyhow::Result<u8> {
         if kind != "errors" && version.is_empty() {
             bail!("--delete {kind}:{name} needs a version: {kind}:{name}:VERSION");
         }
-        let store = open(options).await?;
+        let store = crate::open_store(options).await?;
         let deleted = store.delete_definition(kind, name, version).await;
         store.close().await;
         if !deleted? {
@@ -88,7 +88,7 @@ pub async fn run(options: &Options, args: &LoadArgs) -> anyhow::Result<u8> {
             w.message
         );
     }
-    let store = open(options).await?;
+    let store = crate::open_store(options).await?;
     let result = store.load_definitions(&loaded).await;
     store.close().await;
     match result {
@@ -107,13 +107,4 @@ pub async fn run(options: &Options, args: &LoadArgs) -> anyhow::Result<u8> {
         }
         Err(DefinitionError::Store(err)) => Err(err).context("loading failed; nothing was loaded"),
     }
-}
-
-async fn open(options: &Options) -> anyhow::Result<Store> {
-    let db = options.systemdb();
-    let store = Store::open(&db, false)
-        .await
-        .with_context(|| format!("cannot open the system database {db}"))?;
-    store.ensure_schema_current().await?;
-    Ok(store)
 }

@@ -359,30 +359,15 @@ impl Store {
     /// Writes a validated batch in one transaction (see the module doc).
     pub async fn load_definitions(&self, loaded: &Loaded) -> Result<LoadReport, DefinitionError> {
         let now = crate::now_ms();
-        let steps: Vec<&StepDef> = loaded
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                Definition::Step(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        let errors: Vec<&ErrorsDef> = loaded
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                Definition::Errors(e) => Some(e),
-                _ => None,
-            })
-            .collect();
-        let workflows: Vec<&WorkflowDef> = loaded
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                Definition::Workflow(w) => Some(w),
-                _ => None,
-            })
-            .collect();
+        // Steps and errors first: the workflows of the same batch refer to them.
+        let (mut steps, mut errors, mut workflows) = (Vec::new(), Vec::new(), Vec::new());
+        for definition in &loaded.definitions {
+            match definition {
+                Definition::Step(s) => steps.push(s),
+                Definition::Errors(e) => errors.push(e),
+                Definition::Workflow(w) => workflows.push(w),
+            }
+        }
         let lines = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let lines = load_in_tx!(
