@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use sluice_core::audit;
 use sluice_core::interfaces;
 use sluice_core::options::Options;
 use sluice_core::store::DefinitionError;
@@ -90,6 +91,26 @@ pub async fn run(options: &Options, args: &LoadArgs) -> anyhow::Result<u8> {
     }
     let store = crate::open_store(options).await?;
     let result = store.load_definitions(&loaded).await;
+    if result.is_ok() {
+        // qorus.audit: oload — one record per file loaded, as Qorus's oload writes.
+        let who = std::env::var("USER").unwrap_or_else(|_| audit::SYSTEM_USER.to_string());
+        let caller = audit::Caller {
+            who: &who,
+            source: "sluice load",
+            reason: "oload",
+        };
+        for file in &args.files {
+            audit::record(
+                options,
+                &store,
+                audit::AuditEventCode::SourceFileLoaded,
+                caller,
+                Some(file.display().to_string()),
+                None,
+            )
+            .await;
+        }
+    }
     store.close().await;
     match result {
         Ok(report) => {

@@ -3,7 +3,8 @@
 //! Audit records go to the `audit_events` table only when the operator turned the matching
 //! `qorus.audit` code on; otherwise they are not written at all, as in Qorus.
 
-use crate::options::AuditCode;
+use crate::options::{AuditCode, Options};
+use crate::store::{AuditEvent, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditEventCode {
@@ -84,5 +85,54 @@ impl AuditEventCode {
             Self::SourceFileLoaded => AuditCode::Oload,
             Self::GroupStatusChanged => AuditCode::Groups,
         }
+    }
+}
+
+/// Who system processing is recorded as, as in Qorus.
+pub const SYSTEM_USER: &str = "Qorus";
+
+/// Where an audited action came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The RBAC user, or [`SYSTEM_USER`].
+    pub who: &'a str,
+    /// e.g. `system`, or the tool: `sluice load`.
+    pub source: &'a str,
+    /// e.g. `internal call`, or the API or command.
+    pub reason: &'a str,
+}
+
+impl Caller<'_> {
+    pub const SYSTEM: Caller<'static> = Caller {
+        who: SYSTEM_USER,
+        source: "system",
+        reason: "internal call",
+    };
+}
+
+/// Writes an audit record when `qorus.audit` enables its code. A failed write is logged and
+/// does not stop the action it describes.
+pub async fn record(
+    options: &Options,
+    store: &Store,
+    code: AuditEventCode,
+    caller: Caller<'_>,
+    info1: Option<String>,
+    info2: Option<String>,
+) {
+    if !options.audits(code.option()) {
+        return;
+    }
+    let event = AuditEvent {
+        code: code.code(),
+        user_event: None,
+        reason: Some(caller.reason.to_string()),
+        who: caller.who.to_string(),
+        source: caller.source.to_string(),
+        info1,
+        info2,
+    };
+    if let Err(err) = store.insert_audit_event(&event).await {
+        tracing::error!("cannot write audit event {}: {err}", code.name());
     }
 }

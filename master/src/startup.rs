@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use sluice_core::audit::AuditEventCode;
+use sluice_core::audit::{self, AuditEventCode, Caller};
 use sluice_core::bus::{self, Bus, BusError};
 use sluice_core::events::{EventCode, EventSink, Severity};
 use sluice_core::home::Home;
@@ -21,7 +21,7 @@ use sluice_core::store::{
 use crate::api::{Api, MasterAuth};
 use crate::shutdown::ShutdownControl;
 use crate::supervisor::{self, ChildKind, ChildSpec, Supervisor};
-use crate::system::{self, System};
+use crate::system::System;
 use crate::Args;
 
 /// Clock difference to the database server beyond which the master refuses to start:
@@ -426,10 +426,11 @@ async fn recover(
         crashed.pid,
         crashed.host
     );
-    system::audit(
+    audit::record(
         options,
         store,
         AuditEventCode::SystemRecoveryStart,
+        Caller::SYSTEM,
         Some(format!("session {}", crashed.id)),
         None,
     )
@@ -462,10 +463,11 @@ async fn recover(
         "session {} recovered: {summary}",
         crashed.id
     );
-    system::audit(
+    audit::record(
         options,
         store,
         AuditEventCode::SystemRecoveryComplete,
+        Caller::SYSTEM,
         Some(format!("session {}", crashed.id)),
         Some(summary),
     )

@@ -4,16 +4,13 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use sluice_core::audit::AuditEventCode;
+use sluice_core::audit::{self, AuditEventCode, Caller};
 use sluice_core::events::{EventCode, EventSink, Severity};
 use sluice_core::logging::LogFile;
 use sluice_core::options::Options;
-use sluice_core::store::{AuditEvent, Session, Store};
+use sluice_core::store::{Session, Store};
 
 use crate::shutdown::ShutdownControl;
-
-/// Who the master says it is in events and audit records.
-pub const CALLER: &str = "Qorus";
 
 pub struct System {
     pub options: Options,
@@ -42,31 +39,14 @@ impl System {
     /// Writes an audit record when `qorus.audit` enables its code. A failed audit write is
     /// logged and does not stop the operation it describes.
     pub async fn audit(&self, code: AuditEventCode, info1: Option<String>, info2: Option<String>) {
-        audit(&self.options, &self.store, code, info1, info2).await;
-    }
-}
-
-/// [`System::audit`] for the steps that run before a `System` exists.
-pub async fn audit(
-    options: &Options,
-    store: &Store,
-    code: AuditEventCode,
-    info1: Option<String>,
-    info2: Option<String>,
-) {
-    if !options.audits(code.option()) {
-        return;
-    }
-    let event = AuditEvent {
-        code: code.code(),
-        user_event: None,
-        reason: Some("internal call".to_string()),
-        who: CALLER.to_string(),
-        source: "system".to_string(),
-        info1,
-        info2,
-    };
-    if let Err(err) = store.insert_audit_event(&event).await {
-        tracing::error!("cannot write audit event {}: {err}", code.name());
+        audit::record(
+            &self.options,
+            &self.store,
+            code,
+            Caller::SYSTEM,
+            info1,
+            info2,
+        )
+        .await;
     }
 }

@@ -23,7 +23,7 @@ fn load(inst: &Instance, files: &[PathBuf]) -> Result<std::process::Output> {
 }
 
 async fn example_loads_and_reloads(backend: Backend) -> Result<()> {
-    let inst = Instance::new(backend, "e2e-load", &[])?;
+    let inst = Instance::new(backend, "e2e-load", &["qorus.audit: oload"])?;
     assert!(inst.sluice(&["schema", "create"])?.status.success());
     let files = example_files();
     assert_eq!(files.len(), 5, "{files:?}");
@@ -76,6 +76,14 @@ async fn example_loads_and_reloads(backend: Backend) -> Result<()> {
         "code stored by content hash"
     );
     assert_eq!(db.scalar_i64("SELECT autostart FROM workflows").await?, 1);
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT COUNT(*) FROM audit_events WHERE audit_event_code = 21 AND info1 LIKE '%.yaml'"
+        )
+        .await?,
+        5,
+        "qorus.audit: oload records SOURCE-FILE-LOADED per file"
+    );
 
     // Loading the same files again changes no step.
     let out = load(&inst, &files)?;
