@@ -59,6 +59,23 @@ fn cluster() -> Cluster {
     }
 }
 
+/// A served cluster and a client admitted as `user`, connected to it. The bus is returned
+/// so the test holds it as long as the sockets.
+fn admitted_client(user: &str) -> (Bus, Server, Client) {
+    let Cluster {
+        bus,
+        keys,
+        server_key,
+        server,
+    } = cluster();
+    let client_key = KeyPair::generate();
+    keys.admit(&client_key, user);
+    let client = bus
+        .connect(server.endpoint(), server_key.public(), &client_key)
+        .expect("connect");
+    (bus, server, client)
+}
+
 fn request(method: &str, body: &[u8]) -> Envelope {
     Envelope {
         method: method.into(),
@@ -184,17 +201,7 @@ fn re(incoming: &Incoming) -> Envelope {
 async fn a_thousand_concurrent_calls_get_their_own_replies() {
     const TASKS: usize = 16;
     const CALLS: usize = 1000;
-    let Cluster {
-        bus,
-        keys,
-        server_key,
-        mut server,
-    } = cluster();
-    let client_key = KeyPair::generate();
-    keys.admit(&client_key, "bob");
-    let client = bus
-        .connect(server.endpoint(), server_key.public(), &client_key)
-        .unwrap();
+    let (_bus, mut server, client) = admitted_client("bob");
 
     // First the server takes every request before answering any, then answers in reverse
     // order: all of them are in flight at once and none comes back in the order it left.
@@ -236,17 +243,7 @@ async fn a_thousand_concurrent_calls_get_their_own_replies() {
 
 #[tokio::test]
 async fn a_call_without_reply_times_out() {
-    let Cluster {
-        bus,
-        keys,
-        server_key,
-        mut server,
-    } = cluster();
-    let client_key = KeyPair::generate();
-    keys.admit(&client_key, "carol");
-    let client = bus
-        .connect(server.endpoint(), server_key.public(), &client_key)
-        .unwrap();
+    let (_bus, mut server, client) = admitted_client("carol");
 
     // The caller's deadline is far off, but it waits only 300 ms itself.
     let mut slow = request("slow", b"");

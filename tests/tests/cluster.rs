@@ -46,6 +46,15 @@ fn wait_registered(inst: &Instance, key: &str, count: usize) -> Result<()> {
     })
 }
 
+/// An instance with its master started (creating the schema) and ready; returns the
+/// instance, its cluster API port and the master's index.
+fn running(key: &str, extra: &[&str]) -> Result<(Instance, u16, usize)> {
+    let (mut inst, port) = instance(key, extra)?;
+    let m = inst.start_master(&["--create-schema"])?;
+    inst.wait_ready(m)?;
+    Ok((inst, port, m))
+}
+
 /// A client certificate registered (or not) for `user`.
 fn client_key(inst: &Instance, name: &str, register_as: Option<&str>) -> Result<(String, String)> {
     let path = inst.home().join(format!("{name}.cert"));
@@ -62,9 +71,7 @@ fn client_key(inst: &Instance, name: &str, register_as: Option<&str>) -> Result<
 #[test]
 fn killed_child_is_restarted_and_registered_within_two_seconds() -> Result<()> {
     let key = "e2e-child-restart";
-    let (mut inst, _) = instance(key, &[])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, _, m) = running(key, &[])?;
     wait_registered(&inst, key, 1)?;
     let first = gateway_pid(&inst, key, None)?;
 
@@ -156,9 +163,7 @@ fn crash_loop_backs_off_then_gives_up_with_an_event() -> Result<()> {
 #[test]
 fn restarted_master_adopts_running_children() -> Result<()> {
     let key = "e2e-adopt";
-    let (mut inst, port) = instance(key, &["qorus.master-grace: 30"])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, port, m) = running(key, &["qorus.master-grace: 30"])?;
     wait_registered(&inst, key, 1)?;
     let gw = gateway_pid(&inst, key, None)?;
 
@@ -205,9 +210,7 @@ fn restarted_master_adopts_running_children() -> Result<()> {
 fn children_stop_cleanly_when_no_master_returns() -> Result<()> {
     let key = "e2e-grace";
     let grace = 3;
-    let (mut inst, _) = instance(key, &[&format!("qorus.master-grace: {grace}")])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, _, m) = running(key, &[&format!("qorus.master-grace: {grace}")])?;
     wait_registered(&inst, key, 1)?;
     let gw = gateway_pid(&inst, key, None)?;
     inst.signal(m, Signal::SIGKILL)?;
@@ -233,9 +236,7 @@ fn children_stop_cleanly_when_no_master_returns() -> Result<()> {
 #[test]
 fn sigterm_stops_children_in_the_documented_order() -> Result<()> {
     let key = "e2e-stop-order";
-    let (mut inst, _) = instance(key, &[])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, _, m) = running(key, &[])?;
     wait_registered(&inst, key, 1)?;
     let gw = gateway_pid(&inst, key, None)?;
     assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
@@ -264,9 +265,7 @@ fn sigterm_stops_children_in_the_documented_order() -> Result<()> {
 #[test]
 fn cluster_api_admits_only_registered_unrevoked_keys() -> Result<()> {
     let key = "e2e-security";
-    let (mut inst, port) = instance(key, &[])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, port, m) = running(key, &[])?;
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let status = |cert: &str, extra: &[&str]| -> Result<Output> {
         let mut args = vec!["--cluster", &endpoint, "--key", cert, "--timeout", "2"];
@@ -339,9 +338,7 @@ fn sluice_e2e_wrong_server_key() -> String {
 #[test]
 fn shutdown_over_the_cluster_api_with_rbac_refused_then_allowed() -> Result<()> {
     let key = "e2e-api-shutdown";
-    let (mut inst, port) = instance(key, &["qorus.rbac-security: true"])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, port, m) = running(key, &["qorus.rbac-security: true"])?;
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let (cert, _) = client_key(&inst, "ops", Some("ops"))?;
     let out = inst.sluice(&["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
@@ -385,9 +382,7 @@ fn world_readable_cluster_key_stops_the_start() -> Result<()> {
 #[test]
 fn python_example_client_reads_status_using_only_the_docs() -> Result<()> {
     let key = "e2e-pyzmq";
-    let (mut inst, port) = instance(key, &[])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, port, m) = running(key, &[])?;
     wait_registered(&inst, key, 1)?;
     let (cert, _) = client_key(&inst, "py", Some("py"))?;
     let server = String::from_utf8_lossy(&inst.sluice(&["keys", "public"])?.stdout)
@@ -472,9 +467,7 @@ async fn active_session(db: &sluice_e2e::Db, key: &str) -> Result<i64> {
 #[tokio::test]
 async fn a_dead_childs_work_goes_back_to_retry() -> Result<()> {
     let key = "e2e-child-work";
-    let (mut inst, _) = instance(key, &[])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, _, m) = running(key, &[])?;
     wait_registered(&inst, key, 1)?;
     let db = inst.db().await?;
     let session = active_session(&db, key).await?;
@@ -498,9 +491,7 @@ async fn a_dead_childs_work_goes_back_to_retry() -> Result<()> {
 #[tokio::test]
 async fn an_adopted_childs_work_survives_a_master_crash() -> Result<()> {
     let key = "e2e-adopt-work";
-    let (mut inst, _) = instance(key, &["qorus.master-grace: 30"])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, _, m) = running(key, &["qorus.master-grace: 30"])?;
     wait_registered(&inst, key, 1)?;
     let db = inst.db().await?;
     let first = active_session(&db, key).await?;
@@ -660,9 +651,7 @@ async fn the_master_publishes_events_registry_and_process_aborts() -> Result<()>
     use sluice_proto::v1::{Event, ProcessAborted, Registry};
 
     let key = "e2e-pub";
-    let (mut inst, _) = instance(key, &[])?;
-    let m = inst.start_master(&["--create-schema"])?;
-    inst.wait_ready(m)?;
+    let (mut inst, _, m) = running(key, &[])?;
     wait_registered(&inst, key, 1)?;
 
     // A registered client key may subscribe; the master's PUB socket is CURVE like the rest.
