@@ -63,8 +63,51 @@ pub enum ClientAction {
         #[arg(value_name = "VERSION")]
         iface_version: Option<String>,
     },
+    /// Reset a workflow: its running process reloads the newest loaded definition and code
+    /// (steps already running finish with the code they started with).
+    Reset {
+        #[arg(value_parser = ["workflow"])]
+        r#type: String,
+        name: String,
+        #[arg(value_name = "VERSION")]
+        iface_version: Option<String>,
+    },
     /// Ask the master to shut the node down.
     Shutdown,
+    /// Create, inspect and act on workflow orders.
+    Order {
+        #[command(subcommand)]
+        action: crate::orders::OrderAction,
+    },
+}
+
+/// An error the master answered a call with; it prints as `CODE: description`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    pub code: String,
+    pub description: String,
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.description)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// A connection to the master's cluster API, for command modules beside this one.
+pub(crate) struct Cluster {
+    client: sluice_core::bus::Client,
+    endpoint: String,
+    timeout: Duration,
+}
+
+impl Cluster {
+    /// Calls `method`; an error reply is a [`RemoteError`].
+    pub(crate) async fn call(&self, method: &str, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        call(&self.client, &self.endpoint, method, body, self.timeout).await
+    }
 }
 
 pub async fn run(
@@ -204,9 +247,31 @@ pub async fn run(
             };
             println!("{verb} {}", String::from_utf8_lossy(&reply));
         }
+        ClientAction::Reset {
+            r#type,
+            name,
+            iface_version,
+        } => {
+            let body = InterfaceRef {
+                r#type: r#type.clone(),
+                name: name.clone(),
+                version: iface_version.clone().unwrap_or_default(),
+            }
+            .encode_to_vec();
+            let reply = call("omq.system.reset-workflow", body, timeout).await?;
+            println!("{}", String::from_utf8_lossy(&reply));
+        }
         ClientAction::Shutdown => {
             call("omq.system.shutdown", Vec::new(), timeout).await?;
             println!("shutdown requested");
+        }
+        ClientAction::Order { action } => {
+            let cluster = Cluster {
+                client: client.clone(),
+                endpoint: endpoint.clone(),
+                timeout,
+            };
+            return crate::orders::run(&cluster, action).await;
         }
     }
     Ok(0)
@@ -231,7 +296,11 @@ async fn call(
         )
     })?;
     if let Some(err) = reply.error {
-        bail!("{}: {}", err.code, err.description);
+        return Err(RemoteError {
+            code: err.code,
+            description: err.description,
+        }
+        .into());
     }
     Ok(reply.body)
 }

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod keys;
 pub mod load;
+pub mod orders;
 pub mod schema;
 
 use std::path::PathBuf;

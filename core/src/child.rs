@@ -47,6 +47,27 @@ pub struct Bootstrap {
     pub master_grace_ms: u64,
     pub heartbeat_ms: u64,
     pub interfaces: Vec<String>,
+    /// The master's application session; the work this process claims is recorded under it.
+    #[serde(default)]
+    pub session_id: i64,
+    /// The instance home (`$OMQ_DIR`) and the master's command-line option overrides, so the
+    /// child reads the same options as the master (`Options::load`). Overrides may hold the
+    /// database password: they travel on stdin only.
+    #[serde(default)]
+    pub home: PathBuf,
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// The `python/` directory interface code runs with, if the master found one.
+    #[serde(default)]
+    pub python_dir: Option<PathBuf>,
+}
+
+impl Bootstrap {
+    /// The options as the master read them.
+    pub fn options(&self) -> Result<crate::options::Options, crate::options::OptionsError> {
+        let home = crate::home::Home::new(self.home.clone());
+        crate::options::Options::load(&home, &self.overrides)
+    }
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -76,6 +97,8 @@ pub enum ChildError {
     Log(#[from] crate::logging::LogError),
     #[error("the master refused the registration: {0}")]
     Refused(String),
+    #[error("{0}")]
+    Work(String),
 }
 
 /// Reads the bootstrap line from stdin.
@@ -141,6 +164,40 @@ impl Identity {
     }
 }
 
+/// A request the common loop does not serve itself, handed to the process's own work.
+pub struct Request {
+    /// Who sent it: `master`, or the user id of a direct caller.
+    pub caller: String,
+    pub envelope: Envelope,
+    /// Where the reply goes; dropping it unanswered sends an `UNKNOWN-METHOD` error.
+    pub reply: tokio::sync::oneshot::Sender<Envelope>,
+}
+
+/// What a process does besides the common loop (the workflow engine, a service, a job).
+pub struct ChildContext {
+    pub boot: Bootstrap,
+    /// The connection to the master, for calls into the system API.
+    pub master: Client,
+    /// Becomes true when the process must stop: the work finishes or hands back what it
+    /// holds, then returns.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Requests for methods the common loop does not serve.
+    pub requests: tokio::sync::mpsc::Receiver<Request>,
+}
+
+/// The work a child runs beside its loop. An `Err` ends the process with exit code 1, so
+/// the master restarts it.
+pub type Work = Box<
+    dyn FnOnce(
+            ChildContext,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send,
+>;
+
+/// How long the work may take to wind down after a stop before the process exits anyway.
+const WORK_STOP_GRACE: Duration = Duration::from_secs(30);
+
 /// Why the child loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
@@ -151,7 +208,11 @@ pub enum StopReason {
 
 /// Runs a child until the master stops it, a signal arrives, or the master is gone for
 /// longer than the grace period. Returns the exit code.
-pub async fn run(boot: Bootstrap, log: &crate::logging::LogFile) -> Result<StopReason, ChildError> {
+pub async fn run(
+    boot: Bootstrap,
+    log: &crate::logging::LogFile,
+    work: Option<Work>,
+) -> Result<StopReason, ChildError> {
     log.open(
         &boot.logdir,
         &crate::logging::file_name(&boot.instance_key, &boot.network_id),
@@ -186,6 +247,40 @@ pub async fn run(boot: Bootstrap, log: &crate::logging::LogFile) -> Result<StopR
     );
 
     let id = Arc::new(id);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (request_tx, request_rx) = tokio::sync::mpsc::channel::<Request>(256);
+    let mut work = work.map(|work| {
+        tokio::spawn(work(ChildContext {
+            boot: id.boot.clone(),
+            master: master.clone(),
+            stopping: stop_rx,
+            requests: request_rx,
+        }))
+    });
+    let forward = |caller: String, envelope: Envelope, send: Box<dyn FnOnce(Envelope) + Send>| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let unanswered = unknown_method(&id, &envelope);
+        match request_tx.try_send(Request {
+            caller,
+            envelope,
+            reply: tx,
+        }) {
+            Ok(()) => {
+                tokio::spawn(async move { send(rx.await.unwrap_or(unanswered)) });
+            }
+            Err(err) => {
+                let mut busy = unanswered;
+                busy.error = Some(sluice_proto::v1::Error {
+                    code: "BUSY".into(),
+                    description: format!(
+                        "{} cannot take the request now: {err}",
+                        id.boot.network_id
+                    ),
+                });
+                send(busy);
+            }
+        }
+    };
     // Registration and heartbeats run in their own task: while the master is away each
     // heartbeat waits out its timeout, and the loop below must keep answering a restarted
     // master's `get-info` (adoption) and `stop` meanwhile.
@@ -218,25 +313,66 @@ pub async fn run(boot: Bootstrap, log: &crate::logging::LogFile) -> Result<StopR
             }
             Some(request) = from_master.recv() => {
                 touch();
-                if let Some(reply) = answer(&id, &request) {
-                    let stop = request.method == "stop";
-                    if let Err(err) = master.send(reply) {
-                        tracing::warn!("cannot answer {}: {err}", request.method);
+                let stop = request.method == "stop";
+                match answer(&id, &request, work.is_some()) {
+                    Answer::Reply(reply) => {
+                        if let Err(err) = master.send(reply) {
+                            tracing::warn!("cannot answer {}: {err}", request.method);
+                        }
                     }
-                    if stop { break StopReason::Master; }
+                    Answer::Forward => {
+                        let master = master.clone();
+                        forward("master".into(), request, Box::new(move |reply| {
+                            if let Err(err) = master.send(reply) {
+                                tracing::warn!("cannot answer the master: {err}");
+                            }
+                        }));
+                    }
+                    Answer::None => {}
                 }
+                if stop { break StopReason::Master; }
             }
             Some(incoming) = direct.recv() => {
                 touch();
                 let stop = incoming.envelope.method == "stop";
-                if let Some(reply) = answer(&id, &incoming.envelope) {
-                    reply_direct(&direct_replier, &incoming.peer, reply);
+                match answer(&id, &incoming.envelope, work.is_some()) {
+                    Answer::Reply(reply) => reply_direct(&direct_replier, &incoming.peer, reply),
+                    Answer::Forward => {
+                        let replier = direct_replier.clone();
+                        let peer = incoming.peer.clone();
+                        forward(incoming.peer.user_id.clone(), incoming.envelope, Box::new(move |reply| {
+                            reply_direct(&replier, &peer, reply);
+                        }));
+                    }
+                    Answer::None => {}
                 }
                 if stop { break StopReason::Master; }
+            }
+            done = async { work.as_mut().expect("guarded by the select condition").await }, if work.is_some() => {
+                beats.abort();
+                return Err(match done {
+                    Ok(Ok(())) => ChildError::Work("the process's work ended by itself".into()),
+                    Ok(Err(err)) => ChildError::Work(err),
+                    Err(join) => ChildError::Work(format!("the process's work failed: {join}")),
+                });
             }
             _ = term.recv() => break StopReason::Signal,
         }
     };
+    // The work hands back what it holds before the sockets close: a workflow process
+    // releases its claimed orders here.
+    let _ = stop_tx.send(true);
+    if let Some(handle) = work.take() {
+        match tokio::time::timeout(WORK_STOP_GRACE, handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::error!("stopping: {err}"),
+            Ok(Err(join)) => tracing::error!("stopping: the process's work failed: {join}"),
+            Err(_) => tracing::warn!(
+                "the process's work did not stop within {} s; exiting anyway",
+                WORK_STOP_GRACE.as_secs()
+            ),
+        }
+    }
     beats.abort();
     match &reason {
         StopReason::Master => tracing::info!("stopping at the master's request"),
@@ -302,10 +438,18 @@ async fn keep_in_touch(
     }
 }
 
-/// The reply to a master's request, or `None` for a message that wants none.
-fn answer(id: &Identity, request: &Envelope) -> Option<Envelope> {
+enum Answer {
+    Reply(Envelope),
+    /// For the process's own work.
+    Forward,
+    /// Not a request: nothing to answer.
+    None,
+}
+
+/// What to do with a request on either socket.
+fn answer(id: &Identity, request: &Envelope, has_work: bool) -> Answer {
     if request.kind != Kind::Request as i32 {
-        return None;
+        return Answer::None;
     }
     let mut reply = Envelope {
         id: request.id,
@@ -316,14 +460,23 @@ fn answer(id: &Identity, request: &Envelope) -> Option<Envelope> {
     match request.method.as_str() {
         "ping" | "stop" => {}
         "get-info" => reply.body = id.info().encode_to_vec(),
-        other => {
-            reply.error = Some(sluice_proto::v1::Error {
-                code: "UNKNOWN-METHOD".into(),
-                description: format!("{} does not serve {other}", id.boot.network_id),
-            });
-        }
+        _ if has_work => return Answer::Forward,
+        _ => reply = unknown_method(id, request),
     }
-    Some(reply)
+    Answer::Reply(reply)
+}
+
+fn unknown_method(id: &Identity, request: &Envelope) -> Envelope {
+    Envelope {
+        id: request.id,
+        method: request.method.clone(),
+        kind: Kind::Reply as i32,
+        error: Some(sluice_proto::v1::Error {
+            code: "UNKNOWN-METHOD".into(),
+            description: format!("{} does not serve {}", id.boot.network_id, request.method),
+        }),
+        ..Default::default()
+    }
 }
 
 async fn register(master: &Client, id: &Identity, timeout: Duration) -> Result<bool, ChildError> {
@@ -404,6 +557,11 @@ pub fn rss_bytes_of(pid: u32) -> u64 {
 
 /// `main` of a child binary: bootstrap, run, exit code.
 pub fn main(process_type: &str) -> u8 {
+    main_with(process_type, None)
+}
+
+/// `main` of a child binary that does work of its own beside the common loop.
+pub fn main_with(process_type: &str, work: Option<Work>) -> u8 {
     let log = crate::logging::init(false);
     let boot = match read_bootstrap() {
         Ok(b) => b,
@@ -423,7 +581,7 @@ pub fn main(process_type: &str) -> u8 {
             return 71;
         }
     };
-    let code = match rt.block_on(run(boot, &log)) {
+    let code = match rt.block_on(run(boot, &log, work)) {
         Ok(reason) => {
             tracing::info!("exiting ({reason:?})");
             0

@@ -109,6 +109,9 @@ macro_rules! event_codes {
     (@name GroupStatusChanged) => { "GROUP_STATUS_CHANGED" };
     (@name WorkflowStart) => { "WORKFLOW_START" };
     (@name WorkflowStop) => { "WORKFLOW_STOP" };
+    (@name WorkflowDataSubmitted) => { "WORKFLOW_DATA_SUBMITTED" };
+    (@name WorkflowStatusChanged) => { "WORKFLOW_STATUS_CHANGED" };
+    (@name WorkflowDataUpdated) => { "WORKFLOW_DATA_UPDATED" };
     (@name WorkflowRecovered) => { "WORKFLOW_RECOVERED" };
     (@name ServiceStart) => { "SERVICE_START" };
     (@name ServiceStop) => { "SERVICE_STOP" };
@@ -134,6 +137,9 @@ event_codes! {
     GroupStatusChanged = 1101, Group;
     WorkflowStart = 2001, Workflow;
     WorkflowStop = 2002, Workflow;
+    WorkflowDataSubmitted = 2004, Workflow;
+    WorkflowStatusChanged = 2009, Workflow;
+    WorkflowDataUpdated = 2014, Workflow;
     WorkflowRecovered = 2016, Workflow;
     ServiceStart = 3001, Service;
     ServiceStop = 3002, Service;

@@ -11,6 +11,7 @@
 //! - [`interfaces`]: Qorus's interface definition files (YAML), parsed and validated.
 //! - [`logging`]: per-process log files plus stderr, through `tracing`.
 //! - [`home`]: the instance home directory (`$OMQ_DIR`) and its layout.
+//! - [`runner`]: the Python runner that runs interface code, and its line-delimited JSON protocol.
 //! - [`secret`]: a wrapper that keeps secrets out of logs and `Debug` output.
 
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod interfaces;
 pub mod keys;
 pub mod logging;
 pub mod options;
+pub mod runner;
 pub mod secret;
 pub mod store;
 

@@ -89,7 +89,61 @@ const VERBS: &[(&str, Access)] = &[
     ("omq.system.list-interfaces", Access::Read),
     ("omq.system.start-interface", Access::Control),
     ("omq.system.stop-interface", Access::Control),
+    ("omq.system.reset-workflow", Access::Control),
     ("omq.system.shutdown", Access::Permission("SHUTDOWN")),
+    // Orders (crate::orders), with Qorus's permissions; each is also granted by
+    // WORKFLOW-ORDER-CONTROL and WORKFLOW-CONTROL once RBAC resolves those.
+    (
+        "omq.system.create-order",
+        Access::Permission("SUBMIT-ORDER"),
+    ),
+    ("omq.system.get-order-info", Access::Read),
+    ("omq.system.search-orders", Access::Read),
+    (
+        "omq.system.retry-workflow-instance",
+        Access::Permission("RETRY-WORKFLOW-ORDER"),
+    ),
+    (
+        "omq.system.cancel-workflow-instance",
+        Access::Permission("CANCEL-WORKFLOW-ORDER"),
+    ),
+    (
+        "omq.system.uncancel-workflow-instance",
+        Access::Permission("CANCEL-WORKFLOW-ORDER"),
+    ),
+    (
+        "omq.system.block-workflow-instance",
+        Access::Permission("BLOCK-WORKFLOW-ORDER"),
+    ),
+    (
+        "omq.system.unblock-workflow-instance",
+        Access::Permission("BLOCK-WORKFLOW-ORDER"),
+    ),
+    (
+        "omq.system.set-workflow-instance-error",
+        Access::Permission("SET-WORKFLOW-ORDER-ERROR"),
+    ),
+    (
+        "omq.system.reschedule-order",
+        Access::Permission("RESCHEDULE-WORKFLOW-ORDER"),
+    ),
+    (
+        "omq.system.set-order-priority",
+        Access::Permission("REPRIORITIZE-WORKFLOW-ORDER"),
+    ),
+    ("omq.system.skip-step", Access::Permission("SKIP-STEP")),
+    (
+        "omq.system.update-dynamic-data",
+        Access::Permission("EDIT-WORKFLOW-DATA"),
+    ),
+    (
+        "omq.system.set-order-keys",
+        Access::Permission("EDIT-WORKFLOW-DATA"),
+    ),
+    (
+        "omq.system.add-order-note",
+        Access::Permission("SET-ORDER-INFO"),
+    ),
 ];
 
 /// Everything the dispatcher needs.
@@ -105,7 +159,21 @@ pub struct Api {
     pub rbac_security: bool,
     pub events_endpoint: String,
     pub master_grace: Duration,
+    /// The options as read at startup: what `qorus.audit` records.
+    pub options: Arc<sluice_core::options::Options>,
+    /// How the master calls its children's own sockets (which admit the cluster keypair).
+    pub children: Option<ChildCalls>,
 }
+
+/// The bus and the cluster keypair, for calls to a child's direct endpoint.
+#[derive(Clone)]
+pub struct ChildCalls {
+    pub bus: sluice_core::bus::Bus,
+    pub cluster_key: keys::KeyPair,
+}
+
+/// How long a workflow process may take to reload its code.
+const RESET_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Api {
     /// Serves one ROUTER socket until it closes.
@@ -273,6 +341,26 @@ impl Api {
                 }
                 Ok(spec.network_id.into_bytes())
             }
+            "omq.system.reset-workflow" => {
+                let wanted = InterfaceRef::decode(body).map_err(bad_body)?;
+                let row = self.find_interface(&wanted).await?;
+                if row.kind != "workflow" {
+                    return Err((
+                        "INVALID-ARGUMENT",
+                        format!(
+                            "{} {}:{} is not a workflow",
+                            row.kind, row.name, row.version
+                        ),
+                    ));
+                }
+                tracing::info!(
+                    user,
+                    "reset of workflow {}:{} requested",
+                    row.name,
+                    row.version
+                );
+                self.reset_workflow(&row).await.map(String::into_bytes)
+            }
             "omq.system.shutdown" => {
                 // The reply goes out first: the caller learns the request was taken.
                 let control = self.shutdown.clone();
@@ -283,8 +371,58 @@ impl Api {
                 });
                 Ok(Vec::new())
             }
+            method if crate::orders::VERBS.contains(&method) => {
+                crate::orders::handle(self, user, method, body).await
+            }
             _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
         }
+    }
+
+    /// Asks the process running workflow `row` to reload its definition and code.
+    async fn reset_workflow(
+        &self,
+        row: &sluice_core::store::InterfaceRow,
+    ) -> Result<String, (&'static str, String)> {
+        let network_id = interface_network_id(&row.kind, &row.name, &row.version);
+        let registry = self.supervisor.registry().await;
+        let Some(entry) = registry
+            .iter()
+            .find(|e| e.network_id == network_id && e.status == "running")
+        else {
+            return Ok(format!(
+                "workflow {}:{} is not running; it runs the newest loaded code when started",
+                row.name, row.version
+            ));
+        };
+        let (Some(calls), Some(endpoint)) = (&self.children, entry.endpoints.first()) else {
+            return Err((
+                "STATUS-ERROR",
+                format!("{network_id} cannot be reached for a reset"),
+            ));
+        };
+        let client = calls
+            .bus
+            .connect(endpoint, calls.cluster_key.public(), &calls.cluster_key)
+            .map_err(|e| ("RESET-ERROR", format!("cannot reach {network_id}: {e}")))?;
+        let request = Envelope {
+            method: "reset".into(),
+            ..Default::default()
+        };
+        let reply = client.call(request, RESET_TIMEOUT).await.map_err(|e| {
+            (
+                "RESET-ERROR",
+                format!("{network_id} did not answer the reset: {e}"),
+            )
+        })?;
+        if let Some(err) = reply.error {
+            return Err(("RESET-ERROR", format!("{}: {}", err.code, err.description)));
+        }
+        Ok(format!(
+            "workflow {}:{} reset: {} step(s) loaded",
+            row.name,
+            row.version,
+            String::from_utf8_lossy(&reply.body)
+        ))
     }
 
     /// Every loaded interface with the state of the process that runs it.
@@ -505,6 +643,15 @@ mod tests {
             rbac_security: false,
             events_endpoint: "ipc://x".into(),
             master_grace: Duration::from_secs(60),
+            options: Arc::new(
+                sluice_core::options::Options::parse(
+                    "",
+                    std::path::Path::new("options"),
+                    &sluice_core::home::Home::new(dir.path()),
+                )
+                .expect("default options"),
+            ),
+            children: None,
         }
     }
 
@@ -561,6 +708,159 @@ mod tests {
             )
             .await;
         assert_eq!(garbage.map_err(|e| e.0), Err("INVALID-ARGUMENT"));
+    }
+
+    /// Calls a JSON verb as user `ops` and decodes the JSON reply.
+    async fn call(
+        api: &Api,
+        method: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, (&'static str, String)> {
+        let req = request(method, body.to_string().into_bytes());
+        api.dispatch("ops", peer("ops"), &req)
+            .await
+            .map(|reply| serde_json::from_slice(&reply).expect("a JSON reply"))
+    }
+
+    #[tokio::test]
+    async fn order_verbs_create_act_raise_events_and_audit() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut api = api(&dir).await;
+        api.store
+            .execute_sql(
+                "INSERT INTO workflows (workflowid, name, version, keylist, created, modified) \
+                 VALUES (1, 'WF', '1.0', '[\"id\"]', 0, 0)",
+            )
+            .await
+            .expect("workflow");
+        let options = sluice_core::options::Options::parse(
+            "qorus.audit: workflow-data\n",
+            std::path::Path::new("options"),
+            &sluice_core::home::Home::new(dir.path()),
+        )
+        .expect("options");
+        api.options = Arc::new(options);
+
+        let order =
+            json!({"name": "WF", "staticdata": {"a": 1}, "workflow_unique_key": {"id": "1"}});
+        let reply = call(&api, "omq.system.create-order", order.clone())
+            .await
+            .expect("created");
+        let id = reply["workflow_instanceid"].as_i64().expect("an id");
+        let (code, description) = call(&api, "omq.system.create-order", order)
+            .await
+            .expect_err("duplicate");
+        assert_eq!(code, "DUPLICATE-ORDER-KEY");
+        assert!(
+            description.contains(&format!("order {id}")),
+            "{description}"
+        );
+
+        let reply = call(
+            &api,
+            "omq.system.block-workflow-instance",
+            json!({"workflow_instanceid": id}),
+        )
+        .await
+        .expect("blocked");
+        assert_eq!(reply["workflowstatus"], "BLOCKED");
+        assert_eq!(reply["previous_workflowstatus"], "READY");
+        let info = call(
+            &api,
+            "omq.system.get-order-info",
+            json!({"workflow_instanceid": id}),
+        )
+        .await
+        .expect("info");
+        assert_eq!(info["workflowstatus"], "BLOCKED");
+        assert_eq!(info["staticdata"], json!({"a": 1}));
+        let found = call(
+            &api,
+            "omq.system.search-orders",
+            json!({"status": ["BLOCKED"]}),
+        )
+        .await
+        .expect("search");
+        assert_eq!(found[0]["workflow_instanceid"], id);
+
+        let events: Vec<_> = api
+            .events
+            .since(0, 10)
+            .into_iter()
+            .map(|e| (e.eventstr, e.info["workflow_instanceid"].as_i64(), e.caller))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                ("WORKFLOW_DATA_SUBMITTED", Some(id), "ops".to_string()),
+                ("WORKFLOW_STATUS_CHANGED", Some(id), "ops".to_string()),
+            ]
+        );
+        let audited = api
+            .store
+            .query_i64(&format!(
+                "SELECT COUNT(*) FROM audit_events WHERE workflow_instanceid = {id} \
+                 AND audit_event_code IN (6, 17) AND who = 'ops'"
+            ))
+            .await
+            .expect("audit");
+        assert_eq!(audited, Some(2), "qorus.audit: workflow-data");
+
+        for (method, body, code) in [
+            (
+                "omq.system.get-order-info",
+                json!({"workflow_instanceid": 99}),
+                "WORKFLOW-ORDER-NOT-FOUND",
+            ),
+            (
+                "omq.system.retry-workflow-instance",
+                json!({"workflow_instanceid": id}),
+                "STATUS-ERROR",
+            ),
+            (
+                "omq.system.retry-workflow-instance",
+                json!({"id": id}),
+                "INVALID-ARGUMENT",
+            ),
+            (
+                "omq.system.create-order",
+                json!({"name": "WF", "priority": "high"}),
+                "ORDER-DATA-ERROR",
+            ),
+            (
+                "omq.system.create-order",
+                json!({"name": "NOPE", "staticdata": {}}),
+                "UNKNOWN-WORKFLOW",
+            ),
+            (
+                "omq.system.set-order-keys",
+                json!({"workflow_instanceid": id, "orderkeys": {"x": "1"}}),
+                "ORDER-KEY-ERROR",
+            ),
+        ] {
+            let got = call(&api, method, body.clone()).await.map_err(|e| e.0);
+            assert_eq!(got, Err(code), "{method} {body}");
+        }
+
+        // With RBAC on and no permissions granted yet, reading works and changing does not.
+        api.rbac_security = true;
+        let (code, description) = call(
+            &api,
+            "omq.system.create-order",
+            json!({"name": "WF", "staticdata": {}}),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(code, "AUTHORIZATION-ERROR");
+        assert!(description.contains("SUBMIT-ORDER"), "{description}");
+        assert!(call(
+            &api,
+            "omq.system.get-order-info",
+            json!({"workflow_instanceid": id})
+        )
+        .await
+        .is_ok());
     }
 
     #[tokio::test]

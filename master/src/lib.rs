@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod heartbeat;
+pub mod orders;
 pub mod shutdown;
 pub mod startup;
 pub mod supervisor;

@@ -241,6 +241,7 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
         &cluster_key,
         session_id,
         started_ms,
+        &args.overrides,
     )?;
     let adopted = adopt(&options, &store, &node, &cluster_key, session_id).await;
     for (network_id, old_session) in &adopted {
@@ -508,6 +509,7 @@ fn start_bus(
     cluster_key: &KeyPair,
     session_id: i64,
     started_ms: i64,
+    overrides: &[String],
 ) -> Result<Node, StartupError> {
     let (supervisor, mailbox) = Supervisor::new();
     let auth = MasterAuth {
@@ -553,6 +555,9 @@ fn start_bus(
         restart_limit: limit,
         restart_window: window,
         restart_delay: delay,
+        home: options.home().root().to_path_buf(),
+        overrides: overrides.to_vec(),
+        python_dir: sluice_core::runner::locate_python_dir(options.home().root(), &bin_dir()),
     };
     let mut tasks = vec![supervisor.run(
         mailbox,
@@ -573,6 +578,11 @@ fn start_bus(
         rbac_security: options.rbac_security(),
         events_endpoint: events_endpoint.clone(),
         master_grace: options.master_grace(),
+        options: Arc::new(options.clone()),
+        children: Some(crate::api::ChildCalls {
+            bus: bus.clone(),
+            cluster_key: cluster_key.clone(),
+        }),
     };
     tasks.push(tokio::spawn(api.clone().serve(control)));
     for server in servers {

@@ -147,6 +147,10 @@ pub struct Config {
     pub restart_limit: u32,
     pub restart_window: Duration,
     pub restart_delay: Duration,
+    /// Handed to children so they read the same options (`Bootstrap::options`).
+    pub home: PathBuf,
+    pub overrides: Vec<String>,
+    pub python_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -479,6 +483,10 @@ impl Actor {
             master_grace_ms: config.master_grace.as_millis() as u64,
             heartbeat_ms: HEARTBEAT.as_millis() as u64,
             interfaces: child.spec.interfaces.clone(),
+            session_id: config.session_id,
+            home: config.home.clone(),
+            overrides: config.overrides.clone(),
+            python_dir: config.python_dir.clone(),
         };
         let binary = config.bin_dir.join(policy.binary);
         let mut command = tokio::process::Command::new(&binary);

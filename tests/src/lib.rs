@@ -5,6 +5,8 @@
 //! processes with SIGTERM then SIGKILL after a grace period, and when a test fails the
 //! harness prints each process's command line, exit status, stderr tail and log tail.
 
+pub mod flow;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -491,6 +493,25 @@ pub fn child_pid_from_log(log: &str, network_id: &str) -> Option<i32> {
 }
 
 impl Instance {
+    /// A client certificate registered for user `admin`, made on first use: what cluster
+    /// API commands (`sluice status --key FILE`, `sluice order ...`) authenticate with.
+    pub fn admin_key(&self) -> Result<PathBuf> {
+        let path = self.home().join("admin.cert");
+        if path.exists() {
+            return Ok(path);
+        }
+        let out = self.sluice(&["keys", "gen", "--out", &path.display().to_string()])?;
+        if !out.status.success() {
+            bail!("sluice keys gen: {}", output_text(&out));
+        }
+        let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = self.sluice(&["keys", "register", "admin", &public])?;
+        if !out.status.success() {
+            bail!("sluice keys register: {}", output_text(&out));
+        }
+        Ok(path)
+    }
+
     /// Runs the `sluice` CLI against this instance and returns its output.
     pub fn sluice(&self, args: &[&str]) -> Result<std::process::Output> {
         Ok(Command::new(bin("sluice")?)

@@ -255,6 +255,21 @@ impl Options {
         )
     }
 
+    /// How long an order in RETRY waits when its error declares no delay.
+    pub fn recover_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.integer("recover_delay"))
+    }
+
+    /// Retries of one step before a retry error becomes ERROR.
+    pub fn max_retries(&self) -> u64 {
+        self.integer("max-retries")
+    }
+
+    /// The interpreter interface code runs in.
+    pub fn python_executable(&self) -> &str {
+        self.text("python-executable")
+    }
+
     /// `qorus-client.NAME` options by NAME; the server never interprets them.
     pub fn client_options(&self) -> &BTreeMap<String, String> {
         &self.client

@@ -327,6 +327,30 @@ static TABLE: &[OptionDef] = &[
         description: "Milliseconds before the first restart of a crashed process; each further \
                       crash in the window doubles it, up to 30 seconds.",
     },
+    option! {
+        name: "recover_delay",
+        kind: PositiveInteger,
+        default: "60",
+        startup_only: false,
+        description: "Seconds before a workflow order in RETRY runs again, for errors that \
+                      declare no retry delay of their own.",
+    },
+    option! {
+        name: "max-retries",
+        kind: PositiveInteger,
+        default: "20",
+        startup_only: false,
+        description: "Retries of one step after which a retry error becomes ERROR and the \
+                      order waits for an operator.",
+    },
+    option! {
+        name: "python-executable",
+        kind: String,
+        default: "python3",
+        startup_only: false,
+        description: "The Python interpreter that runs interface code (a name looked up in \
+                      PATH, or a path).",
+    },
 ];
 
 /// Every option, in the order the documentation lists them.

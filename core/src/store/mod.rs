@@ -30,12 +30,18 @@ use crate::options::SystemDb;
 mod audit;
 mod cluster;
 mod definitions;
+pub mod engine;
+pub mod orders;
 mod schema;
 mod session;
 
 pub use audit::AuditTarget;
 pub use cluster::{ClusterKey, InterfaceRow, ProcessRow};
 pub use definitions::{DefinitionError, LoadReport, StoredDefinition};
+pub use orders::{
+    status_letter, status_name, NewOrder, OrderError, OrderInfo, OrderQuery, OrderSummary,
+    StatusChange,
+};
 pub use schema::SLUICE_TABLES;
 pub use session::SessionInfo;
 

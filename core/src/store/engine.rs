@@ -1,0 +1,568 @@
+//! What a workflow process reads and writes while it runs orders.
+//!
+//! - [`Store::load_program`]: a workflow's steps, their code and dependencies, and the
+//!   errors it declares, as one snapshot (a reset loads it again).
+//! - [`Store::claim_orders`]: takes a batch of runnable orders for one process, atomically,
+//!   so two processes of one workflow never run the same order.
+//! - [`Store::commit_transitions`]: writes the outcome of many orders' steps in one
+//!   transaction (group commit). Nothing is acted upon before its transition is committed.
+//!
+//! Every write is guarded by ownership (`sessionid` and `owner`): an order that recovery
+//! took from this process (because the master thought it dead) is not written to, and the
+//! caller learns it lost the order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::{on_pool, Store, StoreError};
+
+/// One step of a workflow as the engine runs it.
+#[derive(Debug, Clone)]
+pub struct ProgramStep {
+    pub stepid: i64,
+    pub name: String,
+    pub version: String,
+    pub steptype: String,
+    pub class_name: String,
+    pub base_class_name: String,
+    pub code_hash: String,
+    pub source: String,
+    /// Steps that must be COMPLETE before this one runs.
+    pub depends_on: Vec<i64>,
+}
+
+/// How the engine treats an error raised by a step: a declared error of the workflow, a
+/// global one, or the default for an unknown name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPolicy {
+    pub name: String,
+    pub description: Option<String>,
+    pub severity: String,
+    /// RETRY (true) or ERROR.
+    pub retry: bool,
+    pub business: bool,
+    pub retry_delay_secs: Option<i64>,
+}
+
+/// A loaded workflow: what its process runs.
+#[derive(Debug, Clone)]
+pub struct WorkflowProgram {
+    pub workflowid: i64,
+    pub name: String,
+    pub version: String,
+    pub keylist: Vec<String>,
+    pub steps: Vec<ProgramStep>,
+    /// Declared errors by name: the workflow's own, then global definitions it does not
+    /// override.
+    pub errors: HashMap<String, ErrorPolicy>,
+}
+
+impl WorkflowProgram {
+    pub fn step(&self, stepid: i64) -> Option<&ProgramStep> {
+        self.steps.iter().find(|s| s.stepid == stepid)
+    }
+}
+
+/// A step's row as a claimed order has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepState {
+    pub stepid: i64,
+    pub ind: i64,
+    pub status: String,
+    pub retries: i64,
+    pub skip: bool,
+}
+
+/// An order this process now owns.
+#[derive(Debug, Clone)]
+pub struct ClaimedOrder {
+    pub id: i64,
+    pub priority: i64,
+    /// The status the order had before the claim (READY, RETRY or SCHEDULED).
+    pub previous_status: String,
+    pub staticdata: Value,
+    pub dynamicdata: Value,
+    pub keys: BTreeMap<String, Vec<String>>,
+    /// Steps that ran before (rows exist only for steps that were started).
+    pub steps: Vec<StepState>,
+}
+
+/// A step row to write.
+#[derive(Debug, Clone)]
+pub struct StepWrite {
+    pub stepid: i64,
+    pub ind: i64,
+    pub status: &'static str,
+    pub retries: i64,
+    pub skip: bool,
+    pub started: i64,
+    pub completed: Option<i64>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub error_info: Option<String>,
+    pub business_error: bool,
+}
+
+/// An error_instance row to add.
+#[derive(Debug, Clone)]
+pub struct ErrorWrite {
+    pub stepid: i64,
+    pub ind: i64,
+    pub error: String,
+    pub description: Option<String>,
+    pub info: Option<String>,
+    pub severity: String,
+    pub retry: bool,
+    pub business: bool,
+}
+
+/// A change of the order's own status.
+#[derive(Debug, Clone)]
+pub struct OrderWrite {
+    pub status: &'static str,
+    /// For RETRY: when it may run again; `None` means at once.
+    pub retry_trigger: Option<i64>,
+    pub completed: Option<i64>,
+    pub business_error: bool,
+    /// Gives the order up (sessionid 0, no owner): it ends here for this process.
+    pub release: bool,
+}
+
+/// Everything one commit writes for one order.
+#[derive(Debug, Clone, Default)]
+pub struct OrderTransition {
+    pub id: i64,
+    pub steps: Vec<StepWrite>,
+    pub errors: Vec<ErrorWrite>,
+    /// The whole new dynamic data.
+    pub dynamicdata: Option<String>,
+    /// Order keys to set: each named key's values are replaced.
+    pub keys: Vec<(String, Vec<String>)>,
+    pub order: Option<OrderWrite>,
+}
+
+/// Who owns the orders a commit writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub session: i64,
+    pub network_id: &'a str,
+}
+
+/// Static and dynamic data, keys, and step rows of claimed orders.
+type ClaimedRows = (
+    Vec<(i64, String, String)>,
+    Vec<(i64, String, String)>,
+    Vec<(i64, i64, i64, String, i64, bool)>,
+);
+
+/// Most ids one `IN (...)` list carries.
+const MAX_IDS_PER_STATEMENT: usize = 500;
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Loads workflow `name:version` with its steps' code and its errors. `None` when no
+    /// such workflow is loaded.
+    pub async fn load_program(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<WorkflowProgram>, StoreError> {
+        let row: Option<(i64, Option<String>)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT workflowid, keylist FROM workflows WHERE name = $1 AND version = $2"
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(pool)
+        .await?);
+        let Some((workflowid, keylist)) = row else {
+            return Ok(None);
+        };
+        type StepRow = (
+            i64,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+        );
+        let rows: Vec<StepRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT s.stepid, s.name, s.version, s.steptype, s.class_name, s.base_class_name, \
+                    s.code_hash, c.source, ws.depends_on \
+             FROM workflow_steps ws JOIN steps s ON s.stepid = ws.stepid \
+             LEFT JOIN code c ON c.code_hash = s.code_hash \
+             WHERE ws.workflowid = $1 ORDER BY ws.position, s.stepid"
+        )
+        .bind(workflowid)
+        .fetch_all(pool)
+        .await?);
+        let mut steps = Vec::with_capacity(rows.len());
+        for (stepid, sname, sversion, steptype, class, base, hash, source, deps) in rows {
+            let depends_on: Vec<i64> = serde_json::from_str(&deps).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "step {sname}:{sversion} of workflow {name}:{version} has unreadable \
+                     dependencies {deps:?}: {e}"
+                ))
+            })?;
+            let missing = |what: &str| {
+                StoreError::Invalid(format!(
+                    "step {sname}:{sversion} of workflow {name}:{version} has no {what}; \
+                     load it again with `sluice load`"
+                ))
+            };
+            steps.push(ProgramStep {
+                stepid,
+                class_name: class.ok_or_else(|| missing("class name"))?,
+                base_class_name: base.unwrap_or_else(|| "QorusNormalStep".into()),
+                code_hash: hash.ok_or_else(|| missing("code"))?,
+                source: source.ok_or_else(|| missing("code"))?,
+                name: sname,
+                version: sversion,
+                steptype,
+                depends_on,
+            });
+        }
+        type ErrorRow = (
+            Option<i64>,
+            String,
+            Option<String>,
+            String,
+            String,
+            bool,
+            Option<i64>,
+        );
+        let rows: Vec<ErrorRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT workflowid, error, description, severity, status, business_error, \
+                    retry_delay_secs \
+             FROM workflow_errors WHERE workflowid = $1 OR workflowid IS NULL \
+             ORDER BY workflowid NULLS FIRST"
+        )
+        .bind(workflowid)
+        .fetch_all(pool)
+        .await?);
+        // Global definitions first, so the workflow's own replace them.
+        let mut errors = HashMap::new();
+        for (_, error, description, severity, status, business, delay) in rows {
+            errors.insert(
+                error.clone(),
+                ErrorPolicy {
+                    name: error,
+                    description,
+                    severity,
+                    retry: status == "R",
+                    business,
+                    retry_delay_secs: delay,
+                },
+            );
+        }
+        let keylist = match keylist {
+            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(Some(WorkflowProgram {
+            workflowid,
+            name: name.to_string(),
+            version: version.to_string(),
+            keylist,
+            steps,
+            errors,
+        }))
+    }
+
+    /// Claims up to `limit` runnable orders of `workflowid` for `owner`: READY, SCHEDULED
+    /// whose time has come, and RETRY whose retry time has come, by priority then age. Each
+    /// becomes IN-PROGRESS with its segment, in one transaction. On PostgreSQL, rows another
+    /// process is claiming at the same moment are skipped (`FOR UPDATE SKIP LOCKED`); on
+    /// SQLite the single UPDATE statement is atomic against every other writer.
+    pub async fn claim_orders(
+        &self,
+        workflowid: i64,
+        owner: Owner<'_>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedOrder>, StoreError> {
+        let now = crate::now_ms();
+        let lock = match self.backend() {
+            super::Backend::Sqlite => "",
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
+        // The inner query repeats workflow_instance_runnable's condition verbatim.
+        let claim = format!(
+            "UPDATE workflow_instance SET workflowstatus = 'I', \
+                 status_orig = workflowstatus, sessionid = $1, owner = $2, \
+                 retry_trigger = NULL, modified = $3 \
+             WHERE workflow_instanceid IN (SELECT workflow_instanceid FROM workflow_instance \
+                 WHERE workflowid = $4 AND sessionid = 0 AND workflowstatus IN ('Y', 'R', 'S') \
+                 AND (retry_trigger IS NULL OR retry_trigger <= $3) \
+                 AND (scheduled IS NULL OR scheduled <= $3) \
+                 ORDER BY priority, workflow_instanceid LIMIT $5{lock}) \
+             AND sessionid = 0 \
+             RETURNING workflow_instanceid, priority, status_orig"
+        );
+        let segments = "INSERT INTO segment_instance \
+                 (workflow_instanceid, segmentid, segmentstatus, created, modified) \
+             VALUES ($1, 0, 'I', $2, $2) \
+             ON CONFLICT (workflow_instanceid, segmentid) \
+             DO UPDATE SET segmentstatus = 'I', modified = $2";
+        let mut claimed: Vec<(i64, i64, Option<String>)> = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(&claim)
+                .bind(owner.session)
+                .bind(owner.network_id)
+                .bind(now)
+                .bind(workflowid)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            for (id, _, _) in &rows {
+                sqlx::query(segments)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            rows
+        });
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        claimed.sort_by_key(|(id, priority, _)| (*priority, *id));
+        let ids: Vec<i64> = claimed.iter().map(|(id, _, _)| *id).collect();
+        let mut data: HashMap<i64, (String, String)> = HashMap::with_capacity(ids.len());
+        let mut keys: HashMap<i64, BTreeMap<String, Vec<String>>> = HashMap::new();
+        let mut steps: HashMap<i64, Vec<StepState>> = HashMap::new();
+        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+            let list = placeholders(1, chunk.len());
+            let data_sql = format!(
+                "SELECT workflow_instanceid, staticdata, dynamicdata FROM order_instance \
+                 WHERE workflow_instanceid IN ({list})"
+            );
+            let keys_sql = format!(
+                "SELECT workflow_instanceid, keyname, value FROM order_instance_keys \
+                 WHERE workflow_instanceid IN ({list}) ORDER BY keyname, value"
+            );
+            let steps_sql = format!(
+                "SELECT workflow_instanceid, stepid, ind, stepstatus, retries, skip \
+                 FROM step_instance WHERE workflow_instanceid IN ({list})"
+            );
+            let (d, k, s): ClaimedRows = on_pool!(self, |pool| {
+                let mut q1 = sqlx::query_as(&data_sql);
+                let mut q2 = sqlx::query_as(&keys_sql);
+                let mut q3 = sqlx::query_as(&steps_sql);
+                for id in chunk {
+                    q1 = q1.bind(id);
+                    q2 = q2.bind(id);
+                    q3 = q3.bind(id);
+                }
+                (
+                    q1.fetch_all(pool).await?,
+                    q2.fetch_all(pool).await?,
+                    q3.fetch_all(pool).await?,
+                )
+            });
+            for (id, staticdata, dynamicdata) in d {
+                data.insert(id, (staticdata, dynamicdata));
+            }
+            for (id, name, value) in k {
+                keys.entry(id)
+                    .or_default()
+                    .entry(name)
+                    .or_default()
+                    .push(value);
+            }
+            for (id, stepid, ind, status, retries, skip) in s {
+                steps.entry(id).or_default().push(StepState {
+                    stepid,
+                    ind,
+                    status,
+                    retries,
+                    skip,
+                });
+            }
+        }
+        let parse = |id: i64, what: &str, text: &str| -> Value {
+            serde_json::from_str(text).unwrap_or_else(|e| {
+                tracing::error!("order {id}: unreadable {what} ({e}); using an empty object");
+                Value::Object(Default::default())
+            })
+        };
+        Ok(claimed
+            .into_iter()
+            .map(|(id, priority, previous)| {
+                let (staticdata, dynamicdata) = data.remove(&id).unwrap_or_default();
+                ClaimedOrder {
+                    id,
+                    priority,
+                    previous_status: previous.unwrap_or_else(|| "Y".into()),
+                    staticdata: parse(id, "static data", &staticdata),
+                    dynamicdata: parse(id, "dynamic data", &dynamicdata),
+                    keys: keys.remove(&id).unwrap_or_default(),
+                    steps: steps.remove(&id).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Writes `transitions` in one transaction. Returns the ids of orders this process no
+    /// longer owns (nothing was written for them); the caller must stop working on them.
+    pub async fn commit_transitions(
+        &self,
+        owner: Owner<'_>,
+        transitions: &[OrderTransition],
+    ) -> Result<Vec<i64>, StoreError> {
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = crate::now_ms();
+        let touch = "UPDATE workflow_instance SET modified = $1 \
+             WHERE workflow_instanceid = $2 AND sessionid = $3 AND owner = $4";
+        let order_sql = "UPDATE workflow_instance SET workflowstatus = $1, retry_trigger = $2, \
+                 completed = COALESCE($3, completed), business_error = $4, modified = $5, \
+                 sessionid = CASE WHEN $6 THEN 0 ELSE sessionid END, \
+                 owner = CASE WHEN $6 THEN NULL ELSE owner END, \
+                 status_orig = NULL \
+             WHERE workflow_instanceid = $7 AND sessionid = $8 AND owner = $9";
+        let segment_sql = "UPDATE segment_instance SET segmentstatus = $1, modified = $2 \
+             WHERE workflow_instanceid = $3 AND segmentid = 0";
+        let step_sql = "INSERT INTO step_instance (workflow_instanceid, stepid, ind, stepstatus, \
+                 retries, skip, started, completed, error, error_description, error_info, \
+                 business_error, modified) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (workflow_instanceid, stepid, ind) DO UPDATE SET \
+                 stepstatus = excluded.stepstatus, retries = excluded.retries, \
+                 skip = excluded.skip, started = excluded.started, \
+                 completed = excluded.completed, error = excluded.error, \
+                 error_description = excluded.error_description, \
+                 error_info = excluded.error_info, business_error = excluded.business_error, \
+                 modified = excluded.modified";
+        let error_sql = "INSERT INTO error_instance (workflow_instanceid, stepid, ind, error, \
+                 description, info, severity, retry, business_error, created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        let data_sql = "UPDATE order_instance SET dynamicdata = $1 WHERE workflow_instanceid = $2";
+        let del_key_sql =
+            "DELETE FROM order_instance_keys WHERE workflow_instanceid = $1 AND keyname = $2";
+        let key_sql =
+            "INSERT INTO order_instance_keys (workflow_instanceid, keyname, value, created) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+        let lost = on_pool!(self, |pool| {
+            let mut lost = Vec::new();
+            let mut tx = pool.begin().await?;
+            for t in transitions {
+                // The ownership check comes first and is itself a write, so the rest of this
+                // order's writes happen only while we hold it.
+                let owned = match &t.order {
+                    Some(o) => sqlx::query(order_sql)
+                        .bind(o.status)
+                        .bind(o.retry_trigger)
+                        .bind(o.completed)
+                        .bind(o.business_error)
+                        .bind(now)
+                        .bind(o.release)
+                        .bind(t.id)
+                        .bind(owner.session)
+                        .bind(owner.network_id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected(),
+                    None => sqlx::query(touch)
+                        .bind(now)
+                        .bind(t.id)
+                        .bind(owner.session)
+                        .bind(owner.network_id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected(),
+                };
+                if owned == 0 {
+                    lost.push(t.id);
+                    continue;
+                }
+                if let Some(o) = &t.order {
+                    sqlx::query(segment_sql)
+                        .bind(o.status)
+                        .bind(now)
+                        .bind(t.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for s in &t.steps {
+                    sqlx::query(step_sql)
+                        .bind(t.id)
+                        .bind(s.stepid)
+                        .bind(s.ind)
+                        .bind(s.status)
+                        .bind(s.retries)
+                        .bind(s.skip)
+                        .bind(s.started)
+                        .bind(s.completed)
+                        .bind(&s.error)
+                        .bind(&s.error_description)
+                        .bind(&s.error_info)
+                        .bind(s.business_error)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for e in &t.errors {
+                    sqlx::query(error_sql)
+                        .bind(t.id)
+                        .bind(e.stepid)
+                        .bind(e.ind)
+                        .bind(&e.error)
+                        .bind(&e.description)
+                        .bind(&e.info)
+                        .bind(&e.severity)
+                        .bind(e.retry)
+                        .bind(e.business)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(data) = &t.dynamicdata {
+                    sqlx::query(data_sql)
+                        .bind(data)
+                        .bind(t.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for (name, values) in &t.keys {
+                    sqlx::query(del_key_sql)
+                        .bind(t.id)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                    for value in values {
+                        sqlx::query(key_sql)
+                            .bind(t.id)
+                            .bind(name)
+                            .bind(value)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            lost
+        });
+        Ok(lost)
+    }
+
+    /// Hands back every order `owner` holds that is still IN-PROGRESS, as RETRY to run again
+    /// at once: what a process does when it stops with work claimed but not finished.
+    pub async fn release_orders(&self, owner: Owner<'_>) -> Result<u64, StoreError> {
+        let counts = self
+            .recover_process(owner.session, owner.network_id, 5000, &mut |_| {})
+            .await?;
+        Ok(counts.orders)
+    }
+}

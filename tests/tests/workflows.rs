@@ -1,0 +1,245 @@
+//! End-to-end tests of the workflow engine: the real master, workflow process and Python
+//! runner, a workflow in Qorus's YAML format (`tests/fixtures/flow`), orders created and
+//! handled with the `sluice` CLI over the cluster API, on SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sluice_e2e::flow::{Flow, DONE};
+use sluice_e2e::{eventually, Backend};
+
+async fn backend(name: &str) -> Result<Option<Backend>> {
+    match name {
+        "postgres" => Backend::postgres().await,
+        _ => Ok(Some(Backend::Sqlite)),
+    }
+}
+
+async fn parallel_branches_complete_in_order(b: Backend) -> Result<()> {
+    let flow = Flow::start(b, "e2e-wf-flow", &[]).await?;
+    let id = flow.create(serde_json::json!({}))?;
+    flow.wait_status(id, "C").await?;
+    let effects = flow.effects(id);
+    assert_eq!(effects.len(), 4, "{effects:?}");
+    assert_eq!(effects[0], "Prepare");
+    assert_eq!(effects[3], "Finish");
+    let mut middle = effects[1..3].to_vec();
+    middle.sort();
+    assert_eq!(middle, vec!["Left", "Right"]);
+    let steps = flow
+        .db
+        .strings(&format!(
+            "SELECT stepstatus FROM step_instance WHERE workflow_instanceid = {id}"
+        ))
+        .await?;
+    assert_eq!(steps, vec!["C"; 4]);
+    let dynamic = flow
+        .db
+        .strings(&format!(
+            "SELECT dynamicdata FROM order_instance WHERE workflow_instanceid = {id}"
+        ))
+        .await?
+        .join("");
+    for step in ["Prepare", "Left", "Right", "Finish"] {
+        assert!(
+            dynamic.contains(&format!("\"{step}\":\"done\"")),
+            "{dynamic}"
+        );
+    }
+    let shown = flow.order(&["show", &id.to_string()])?;
+    assert!(shown.contains("COMPLETE"), "{shown}");
+    flow.stop().await
+}
+
+async fn retry_error_is_retried_after_its_delay(b: Backend) -> Result<()> {
+    let flow = Flow::start(b, "e2e-wf-retry", &[]).await?;
+    let id = flow.create(serde_json::json!({"fail": {"Left": "retry"}}))?;
+    flow.wait_status(id, "C").await?;
+    let errors = flow
+        .db
+        .strings(&format!(
+            "SELECT error || ':' || CASE WHEN retry THEN 'retry' ELSE 'error' END \
+             FROM error_instance WHERE workflow_instanceid = {id}"
+        ))
+        .await?;
+    assert_eq!(errors, vec!["TEST-RETRY:retry"]);
+    let retries = flow
+        .db
+        .scalar_i64(&format!(
+            "SELECT s.retries FROM step_instance s JOIN steps t ON t.stepid = s.stepid \
+             WHERE s.workflow_instanceid = {id} AND t.name = 'Left'"
+        ))
+        .await?;
+    assert_eq!(retries, 1);
+    assert_eq!(flow.effects(id).len(), 4, "{:?}", flow.effects(id));
+    flow.stop().await
+}
+
+async fn business_error_waits_for_an_operator(b: Backend) -> Result<()> {
+    let flow = Flow::start(b, "e2e-wf-business", &[]).await?;
+    let id = flow.create(serde_json::json!({"fail": {"Right": "business"}}))?;
+    flow.wait_status(id, "E").await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(flow.status(id).await?, "E", "ERROR waits for an operator");
+    let business = flow
+        .db
+        .scalar_i64(&format!(
+            "SELECT CAST(business_error AS INTEGER) + CAST(0 AS BIGINT) FROM workflow_instance \
+             WHERE workflow_instanceid = {id}"
+        ))
+        .await?;
+    assert_eq!(business, 1);
+    // A retry without fixing the cause fails the same way.
+    flow.order(&["retry", &id.to_string()])?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flow.wait_status(id, "E").await?;
+    flow.order(&["dynamic-data", &id.to_string(), r#"{"approved": true}"#])?;
+    flow.order(&["retry", &id.to_string()])?;
+    flow.wait_status(id, "C").await?;
+    let mut effects = flow.effects(id);
+    effects.sort();
+    assert_eq!(effects, vec!["Finish", "Left", "Prepare", "Right"]);
+    flow.stop().await
+}
+
+/// A step whose effect happened just before its process died is not run again: its
+/// validation code sees the effect and completes it.
+async fn validation_prevents_a_double_effect(b: Backend, kill_runner: bool) -> Result<()> {
+    let key = if kill_runner {
+        "e2e-wf-kill-runner"
+    } else {
+        "e2e-wf-kill-proc"
+    };
+    let flow = Flow::start(b, key, &[]).await?;
+    let first_pid = flow.workflow_pid(None)?;
+    let id = flow.create(serde_json::json!({"sleep_after": {"Prepare": 30}}))?;
+    eventually(DONE, "Prepare's effect", || {
+        (flow.effects(id) == vec!["Prepare".to_string()]).then_some(())
+    })?;
+    if kill_runner {
+        let runner = flow.runner_pid().context("runner pid in the log")?;
+        kill(Pid::from_raw(runner), Signal::SIGKILL)?;
+    } else {
+        kill(Pid::from_raw(first_pid), Signal::SIGKILL)?;
+    }
+    flow.wait_status(id, "C").await?;
+    let mut effects = flow.effects(id);
+    effects.sort();
+    assert_eq!(
+        effects,
+        vec!["Finish", "Left", "Prepare", "Right"],
+        "every effect exactly once"
+    );
+    if !kill_runner {
+        assert_ne!(flow.workflow_pid(Some(first_pid))?, first_pid);
+    }
+    flow.stop().await
+}
+
+/// A new version of the code is loaded while the workflow runs: nothing changes until the
+/// workflow is reset; then new steps run the new code, and an order in flight across the
+/// reset loses and repeats nothing.
+async fn reset_loads_new_code(b: Backend) -> Result<()> {
+    let flow = Flow::start(b, "e2e-wf-reset", &[]).await?;
+    let before = flow.create(serde_json::json!({}))?;
+    flow.wait_status(before, "C").await?;
+
+    // The same steps with new code: each effect line says "v2".
+    let v2 = flow.inst.home().join("flow-v2");
+    std::fs::create_dir_all(&v2)?;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/flow");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&fixtures)? {
+        let path = entry?.path();
+        let name = path.file_name().context("file name")?.to_owned();
+        let mut text = std::fs::read_to_string(&path)?;
+        if name == "steps.py" {
+            text = text.replace(r#""%d %s\n""#, r#""%d %s v2\n""#);
+            assert!(
+                text.contains("v2"),
+                "the fixture's effect line changed shape"
+            );
+        }
+        std::fs::write(v2.join(&name), text)?;
+        if !name.to_string_lossy().ends_with(".py") {
+            files.push(v2.join(&name).display().to_string());
+        }
+    }
+    let mut args = vec!["load"];
+    args.extend(files.iter().map(String::as_str));
+    let out = flow.inst.sluice(&args)?;
+    assert!(out.status.success(), "{}", sluice_e2e::output_text(&out));
+
+    let unchanged = flow.create(serde_json::json!({}))?;
+    flow.wait_status(unchanged, "C").await?;
+    assert_eq!(flow.effects(unchanged).len(), 4);
+    assert!(
+        flow.effects(unchanged).iter().all(|e| !e.ends_with("v2")),
+        "loading does not disturb the running workflow: {:?}",
+        flow.effects(unchanged)
+    );
+
+    // An order in flight across the reset: Prepare runs (old code) while the reset happens.
+    let across = flow.create(serde_json::json!({"sleep_after": {"Prepare": 2}}))?;
+    eventually(DONE, "Prepare's effect", || {
+        (!flow.effects(across).is_empty()).then_some(())
+    })?;
+    let key = flow.inst.admin_key()?.display().to_string();
+    let out = flow
+        .inst
+        .sluice(&["reset", "--key", &key, "workflow", "TEST-FLOW"])?;
+    let text = sluice_e2e::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("reset: 4 step(s)"), "{text}");
+    flow.wait_status(across, "C").await?;
+    let effects = flow.effects(across);
+    assert_eq!(effects.len(), 4, "{effects:?}");
+    assert_eq!(effects[0], "Prepare", "{effects:?}");
+    assert!(
+        effects[1..].iter().all(|e| e.ends_with(" v2")),
+        "{effects:?}"
+    );
+
+    let after = flow.create(serde_json::json!({}))?;
+    flow.wait_status(after, "C").await?;
+    assert!(flow.effects(after).iter().all(|e| e.ends_with(" v2")));
+    flow.stop().await
+}
+
+macro_rules! on_both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() -> Result<()> {
+                let b = backend("sqlite").await?.context("sqlite")?;
+                $body(b).await
+            }
+            #[tokio::test]
+            async fn postgres() -> Result<()> {
+                let Some(b) = backend("postgres").await? else {
+                    eprintln!("skipped: {} is not set", sluice_e2e::PG_URL_ENV);
+                    return Ok(());
+                };
+                $body(b).await
+            }
+        }
+    };
+}
+
+on_both!(parallel_branches, parallel_branches_complete_in_order);
+on_both!(retry_error, retry_error_is_retried_after_its_delay);
+on_both!(business_error, business_error_waits_for_an_operator);
+async fn killed_workflow_process(b: Backend) -> Result<()> {
+    validation_prevents_a_double_effect(b, false).await
+}
+
+async fn killed_runner(b: Backend) -> Result<()> {
+    validation_prevents_a_double_effect(b, true).await
+}
+
+on_both!(kill_workflow_process, killed_workflow_process);
+on_both!(kill_runner, killed_runner);
+on_both!(reset, reset_loads_new_code);
