@@ -5,6 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `sluice order show 6 | head -3`: a closed pipe ends the command quietly, as it ends
+    // every Unix tool, instead of a panic in println!.
+    // SAFETY: called first thing in main, before any thread exists.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = sluice_cli::Cli::parse();
     sluice_core::logging::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread()

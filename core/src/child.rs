@@ -183,6 +183,9 @@ pub struct ChildContext {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Requests for methods the common loop does not serve.
     pub requests: tokio::sync::mpsc::Receiver<Request>,
+    /// The live session of the master this process answers to: it changes when a new
+    /// master adopts the process (learnt from registration and heartbeat replies).
+    pub session: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The work a child runs beside its loop. An `Err` ends the process with exit code 1, so
@@ -246,6 +249,7 @@ pub async fn run(
         id.boot.process_type
     );
 
+    let session = Arc::new(std::sync::atomic::AtomicI64::new(id.boot.session_id));
     let id = Arc::new(id);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (request_tx, request_rx) = tokio::sync::mpsc::channel::<Request>(256);
@@ -255,6 +259,7 @@ pub async fn run(
             master: master.clone(),
             stopping: stop_rx,
             requests: request_rx,
+            session: session.clone(),
         }))
     });
     let forward = |caller: String, envelope: Envelope, send: Box<dyn FnOnce(Envelope) + Send>| {
@@ -291,6 +296,7 @@ pub async fn run(
         id.clone(),
         beat,
         contact.clone(),
+        session,
         fatal_tx,
     ));
 
@@ -404,15 +410,27 @@ async fn keep_in_touch(
     id: Arc<Identity>,
     beat: Duration,
     contact: Arc<std::sync::Mutex<Instant>>,
+    session: Arc<std::sync::atomic::AtomicI64>,
     fatal: tokio::sync::mpsc::Sender<ChildError>,
 ) {
+    let learn = |id: Option<i64>| {
+        if let Some(new) = id.filter(|s| *s > 0) {
+            let old = session.swap(new, std::sync::atomic::Ordering::SeqCst);
+            if old != new {
+                tracing::info!("now working under the master's session {new} (was {old})");
+            }
+        }
+    };
     let touch = || *contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     let mut registered = false;
     loop {
         let started = Instant::now();
         if registered {
             match heartbeat(&master, &id, beat).await {
-                Beat::Ok => touch(),
+                Beat::Ok(s) => {
+                    learn(s);
+                    touch()
+                }
                 Beat::Unknown => {
                     // A new master that did not adopt us yet: introduce ourselves now.
                     touch();
@@ -423,11 +441,12 @@ async fn keep_in_touch(
             }
         } else {
             match register(&master, &id, beat).await {
-                Ok(true) => {
+                Ok(Some(s)) => {
+                    learn(Some(s));
                     touch();
                     registered = true;
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(err) => {
                     let _ = fatal.send(err).await;
                     return;
@@ -479,7 +498,12 @@ fn unknown_method(id: &Identity, request: &Envelope) -> Envelope {
     }
 }
 
-async fn register(master: &Client, id: &Identity, timeout: Duration) -> Result<bool, ChildError> {
+/// Registers; the master's session on success, `None` when the master did not answer.
+async fn register(
+    master: &Client,
+    id: &Identity,
+    timeout: Duration,
+) -> Result<Option<i64>, ChildError> {
     let request = Envelope {
         method: "register".into(),
         body: id.register().encode_to_vec(),
@@ -499,15 +523,16 @@ async fn register(master: &Client, id: &Identity, timeout: Duration) -> Result<b
                 "registered with the master of instance '{}'",
                 info.instance_key
             );
-            Ok(true)
+            Ok(Some(info.session_id))
         }
-        Err(BusError::Timeout { .. }) => Ok(false),
+        Err(BusError::Timeout { .. }) => Ok(None),
         Err(err) => Err(err.into()),
     }
 }
 
 enum Beat {
-    Ok,
+    /// Answered; with the master's session when the reply carries it.
+    Ok(Option<i64>),
     Unknown,
     NoAnswer,
 }
@@ -527,9 +552,13 @@ async fn heartbeat(master: &Client, id: &Identity, timeout: Duration) -> Beat {
             Some(e) if e.code == UNKNOWN_PROCESS => Beat::Unknown,
             Some(e) => {
                 tracing::warn!("heartbeat refused: {}: {}", e.code, e.description);
-                Beat::Ok
+                Beat::Ok(None)
             }
-            None => Beat::Ok,
+            None => Beat::Ok(
+                RegisterReply::decode(reply.body.as_slice())
+                    .ok()
+                    .map(|r| r.session_id),
+            ),
         },
         Err(err) => {
             tracing::debug!("heartbeat: {err}");

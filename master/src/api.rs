@@ -277,7 +277,17 @@ impl Api {
                     reply: tx,
                 });
                 match rx.await {
-                    Ok(true) => Ok(Vec::new()),
+                    // The session goes with every beat: a child a new master adopted
+                    // learns the session its work now belongs to.
+                    Ok(true) => Ok(RegisterReply {
+                        api_level: sluice_core::child::API_LEVEL,
+                        instance_key: self.instance_key.clone(),
+                        session_id: self.session_id,
+                        events_endpoint: self.events_endpoint.clone(),
+                        master_grace_secs: self.master_grace.as_secs() as u32,
+                        heartbeat_secs: crate::supervisor::HEARTBEAT.as_secs() as u32,
+                    }
+                    .encode_to_vec()),
                     _ => Err((
                         sluice_core::child::UNKNOWN_PROCESS,
                         "this master does not know the process; register".into(),

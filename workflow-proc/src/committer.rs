@@ -2,6 +2,8 @@
 //! those waiting in one transaction, then acknowledges each. One fsync carries many orders'
 //! progress; no order acts on a transition before it is committed.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_core::store::engine::{OrderTransition, Owner};
@@ -39,12 +41,13 @@ impl Committer {
     /// Starts the commit task. It ends when every `Committer` clone is gone.
     pub fn spawn(
         store: Store,
-        session: i64,
+        session: Arc<AtomicI64>,
         network_id: String,
+        token: String,
         stopping: watch::Receiver<bool>,
     ) -> Committer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(commit_loop(store, session, network_id, rx, stopping));
+        tokio::spawn(commit_loop(store, session, network_id, token, rx, stopping));
         Committer { tx }
     }
 
@@ -61,15 +64,12 @@ impl Committer {
 
 async fn commit_loop(
     store: Store,
-    session: i64,
+    session: Arc<AtomicI64>,
     network_id: String,
+    token: String,
     mut rx: mpsc::UnboundedReceiver<Job>,
     stopping: watch::Receiver<bool>,
 ) {
-    let owner = Owner {
-        session,
-        network_id: &network_id,
-    };
     let mut batch: Vec<OrderTransition> = Vec::new();
     let mut acks = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -84,8 +84,24 @@ async fn commit_loop(
                 Err(_) => break,
             }
         }
+        // Rows are locked in order id order, as recovery locks them, so the two never
+        // deadlock on PostgreSQL; the sort is stable, keeping one order's transitions in
+        // the order they were made.
+        if batch.windows(2).any(|w| w[0].id > w[1].id) {
+            let mut paired: Vec<_> = batch.drain(..).zip(acks.drain(..)).collect();
+            paired.sort_by_key(|(t, _)| t.id);
+            for (t, ack) in paired {
+                batch.push(t);
+                acks.push(ack);
+            }
+        }
         let mut delay = RETRY_FIRST;
         let result = loop {
+            let owner = Owner {
+                session: session.load(Ordering::SeqCst),
+                network_id: &network_id,
+                token: &token,
+            };
             match store.commit_transitions(owner, &batch).await {
                 Ok(lost) => break Ok(lost),
                 // A database that goes away is waited for: the orders stay IN-PROGRESS and

@@ -79,6 +79,7 @@ async fn dispatch(
     match api {
         "updateDynamicData" | "deleteDynamicDataKey" => {
             let order = order_of(shared, context)?;
+            let _serial = order.updates.lock().await;
             let data = {
                 let mut data = order.dynamicdata.lock().unwrap_or_else(|p| p.into_inner());
                 if !data.is_object() {
@@ -145,6 +146,7 @@ async fn dispatch(
                 };
                 writes.push((name, values));
             }
+            let _serial = order.updates.lock().await;
             {
                 let mut keys = order.keys.lock().unwrap_or_else(|p| p.into_inner());
                 for (name, values) in &writes {

@@ -59,8 +59,11 @@ pub struct Program {
 pub struct Shared {
     pub store: Store,
     pub committer: Committer,
-    pub session: i64,
+    /// The master's live session (changes when a new master adopts this process).
+    pub session: Arc<std::sync::atomic::AtomicI64>,
     pub network_id: String,
+    /// This incarnation's ownership token: `NETWORK-ID#PID.STARTED-MS`.
+    pub token: String,
     pub program: Mutex<Arc<Program>>,
     pub runner: Mutex<Runner>,
     pub recover_delay: Duration,
@@ -88,8 +91,9 @@ impl Shared {
 
     pub fn owner(&self) -> Owner<'_> {
         Owner {
-            session: self.session,
+            session: self.session.load(std::sync::atomic::Ordering::SeqCst),
             network_id: &self.network_id,
+            token: &self.token,
         }
     }
 }
@@ -141,10 +145,16 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         workers: RUNNER_WORKERS,
     };
     let network_id = ctx.boot.network_id.clone();
+    let token = format!(
+        "{network_id}#{}.{}",
+        std::process::id(),
+        sluice_core::now_ms()
+    );
     let committer = Committer::spawn(
         store.clone(),
-        ctx.boot.session_id,
+        ctx.session.clone(),
         network_id.clone(),
+        token.clone(),
         ctx.stopping.clone(),
     );
     // The runner's host needs `Shared`, which needs a runner: the host holds a weak slot
@@ -161,8 +171,9 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
     let shared = Arc::new(Shared {
         store: store.clone(),
         committer,
-        session: ctx.boot.session_id,
+        session: ctx.session.clone(),
         network_id,
+        token,
         program: Mutex::new(Arc::new(Program { workflow, classes })),
         runner: Mutex::new(runner),
         recover_delay: options.recover_delay(),

@@ -16,6 +16,9 @@ use crate::{Program, Shared};
 /// What user-code callbacks may read and change while the order runs.
 pub struct OrderState {
     pub id: i64,
+    /// Held from a change of dynamic data or keys until its commit, so parallel steps'
+    /// changes reach the database in the order they were made in memory.
+    pub updates: tokio::sync::Mutex<()>,
     pub dynamicdata: Mutex<Value>,
     pub keys: Mutex<BTreeMap<String, Vec<String>>>,
 }
@@ -59,6 +62,7 @@ pub async fn run(shared: Arc<Shared>, claimed: ClaimedOrder) {
     let id = claimed.id;
     let state = Arc::new(OrderState {
         id,
+        updates: tokio::sync::Mutex::new(()),
         dynamicdata: Mutex::new(claimed.dynamicdata.clone()),
         keys: Mutex::new(claimed.keys.clone()),
     });
@@ -119,8 +123,9 @@ async fn run_steps(
         id,
         ..Default::default()
     };
+    // One snapshot of the graph for the whole run: a reset changes the code later steps
+    // run (the runner's classes), never the graph an order is half-way through.
     loop {
-        let program = shared.program();
         let ready: Vec<i64> = program
             .workflow
             .steps

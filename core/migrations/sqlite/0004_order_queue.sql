@@ -10,3 +10,10 @@ ALTER TABLE workflow_instance ADD COLUMN retry_trigger BIGINT;
 -- so that both planners use it.
 CREATE INDEX workflow_instance_runnable ON workflow_instance (workflowid, priority, workflow_instanceid)
     WHERE sessionid = 0 AND workflowstatus IN ('Y', 'R', 'S');
+
+-- Which incarnation of the owner process holds an order: a workflow process that restarts
+-- keeps its network id (owner) but not its token, so a process the master gave up on (and
+-- whose orders were recovered and claimed again) can never write to them. The engine's
+-- writes are guarded by owner and token, not by session: a master that adopts a running
+-- process moves its orders to the new session while the process keeps working on them.
+ALTER TABLE workflow_instance ADD COLUMN owner_token TEXT;

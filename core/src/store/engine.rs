@@ -142,11 +142,14 @@ pub struct OrderTransition {
     pub order: Option<OrderWrite>,
 }
 
-/// Who owns the orders a commit writes.
+/// Who owns the orders a claim takes and a commit writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner<'a> {
+    /// The master's live session (it changes when a new master adopts the process).
     pub session: i64,
     pub network_id: &'a str,
+    /// Unique to this incarnation of the process (see migration 0004).
+    pub token: &'a str,
 }
 
 /// Static and dynamic data, keys, and step rows of claimed orders.
@@ -294,10 +297,13 @@ impl Store {
             super::Backend::Sqlite => "",
             super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         };
-        // The inner query repeats workflow_instance_runnable's condition verbatim.
+        // The inner query repeats workflow_instance_runnable's condition verbatim. Orders
+        // are stamped only with a live session: a process that has not yet learnt the
+        // session of the master that adopted it claims nothing, rather than stamping orders
+        // with a recovered session that no recovery would look at again.
         let claim = format!(
             "UPDATE workflow_instance SET workflowstatus = 'I', \
-                 status_orig = workflowstatus, sessionid = $1, owner = $2, \
+                 status_orig = workflowstatus, sessionid = $1, owner = $2, owner_token = $6, \
                  retry_trigger = NULL, modified = $3 \
              WHERE workflow_instanceid IN (SELECT workflow_instanceid FROM workflow_instance \
                  WHERE workflowid = $4 AND sessionid = 0 AND workflowstatus IN ('Y', 'R', 'S') \
@@ -305,6 +311,7 @@ impl Store {
                  AND (scheduled IS NULL OR scheduled <= $3) \
                  ORDER BY priority, workflow_instanceid LIMIT $5{lock}) \
              AND sessionid = 0 \
+             AND EXISTS (SELECT 1 FROM sessions WHERE sessionid = $1 AND status = 'ACTIVE') \
              RETURNING workflow_instanceid, priority, status_orig"
         );
         let segments = "INSERT INTO segment_instance \
@@ -320,6 +327,7 @@ impl Store {
                 .bind(now)
                 .bind(workflowid)
                 .bind(i64::from(limit))
+                .bind(owner.token)
                 .fetch_all(&mut *tx)
                 .await?;
             for (id, _, _) in &rows {
@@ -424,13 +432,14 @@ impl Store {
         }
         let now = crate::now_ms();
         let touch = "UPDATE workflow_instance SET modified = $1 \
-             WHERE workflow_instanceid = $2 AND sessionid = $3 AND owner = $4";
+             WHERE workflow_instanceid = $2 AND owner_token = $3 AND owner = $4";
         let order_sql = "UPDATE workflow_instance SET workflowstatus = $1, retry_trigger = $2, \
                  completed = COALESCE($3, completed), business_error = $4, modified = $5, \
                  sessionid = CASE WHEN $6 THEN 0 ELSE sessionid END, \
                  owner = CASE WHEN $6 THEN NULL ELSE owner END, \
+                 owner_token = CASE WHEN $6 THEN NULL ELSE owner_token END, \
                  status_orig = NULL \
-             WHERE workflow_instanceid = $7 AND sessionid = $8 AND owner = $9";
+             WHERE workflow_instanceid = $7 AND owner_token = $8 AND owner = $9";
         let segment_sql = "UPDATE segment_instance SET segmentstatus = $1, modified = $2 \
              WHERE workflow_instanceid = $3 AND segmentid = 0";
         let step_sql = "INSERT INTO step_instance (workflow_instanceid, stepid, ind, stepstatus, \
@@ -468,7 +477,7 @@ impl Store {
                         .bind(now)
                         .bind(o.release)
                         .bind(t.id)
-                        .bind(owner.session)
+                        .bind(owner.token)
                         .bind(owner.network_id)
                         .execute(&mut *tx)
                         .await?
@@ -476,7 +485,7 @@ impl Store {
                     None => sqlx::query(touch)
                         .bind(now)
                         .bind(t.id)
-                        .bind(owner.session)
+                        .bind(owner.token)
                         .bind(owner.network_id)
                         .execute(&mut *tx)
                         .await?

@@ -236,6 +236,7 @@ enum Scope<'a> {
 /// as `$5` (`$3` for jobs), so the session-wide statements stay exactly as fast as before.
 struct RecoverySql {
     next_batch: String,
+    lock_orders: String,
     retry_steps: String,
     retry_segments: String,
     count_in_progress: String,
@@ -269,6 +270,14 @@ impl RecoverySql {
             next_batch: format!(
                 "SELECT workflow_instanceid FROM workflow_instance \
                  WHERE {next} AND workflow_instanceid > $2 ORDER BY workflow_instanceid LIMIT $3"
+            ),
+            // Locks the batch's orders first, in id order, as a workflow process's commit
+            // does: without it PostgreSQL can deadlock recovery (steps, then orders) against
+            // an adopted process committing the same orders (orders, then steps).
+            lock_orders: format!(
+                "SELECT workflow_instanceid FROM workflow_instance WHERE {next} \
+                 AND workflow_instanceid > $2 AND workflow_instanceid <= $3 \
+                 ORDER BY workflow_instanceid FOR UPDATE"
             ),
             retry_steps: batch("step_instance", "stepstatus"),
             retry_segments: batch("segment_instance", "segmentstatus"),
@@ -637,6 +646,18 @@ impl Store {
             let (steps, segments, orders) = on_pool!(self, |pool| {
                 // Every statement writes, so SQLite takes its write lock at the first one.
                 let mut tx = pool.begin().await?;
+                if self.backend() == super::Backend::Postgres {
+                    let lock = sqlx::query(&sql.lock_orders)
+                        .bind(session)
+                        .bind(after)
+                        .bind(upto);
+                    match owner {
+                        Some(o) => lock.bind(o),
+                        None => lock,
+                    }
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 let steps = batch_update!(tx, &sql.retry_steps);
                 let segments = batch_update!(tx, &sql.retry_segments);
                 let count = sqlx::query_scalar::<_, i64>(&sql.count_in_progress)
