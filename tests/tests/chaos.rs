@@ -134,8 +134,33 @@ async fn chaos(backend: Backend, key: &str) -> Result<()> {
             break;
         }
         if Instant::now() > deadline {
+            let stuck = flow
+                .db
+                .strings(
+                    "SELECT CAST(workflow_instanceid AS TEXT) || ' ' || workflowstatus || ' s=' \
+                     || CAST(sessionid AS TEXT) || ' ' || COALESCE(owner_token, '-') \
+                     FROM workflow_instance WHERE workflowstatus <> 'C' \
+                     ORDER BY workflow_instanceid LIMIT 10",
+                )
+                .await?;
+            let sessions = flow
+                .db
+                .strings(
+                    "SELECT CAST(sessionid AS TEXT) || ' ' || status FROM sessions \
+                     ORDER BY sessionid",
+                )
+                .await?;
             bail!(
-                "orders not all COMPLETE after {FINISH:?}: {counts:?} (seed {seed})\n{}",
+                "orders not all COMPLETE after {FINISH:?}: {counts:?} (seed {seed})\n\
+                 first unfinished: {stuck:?}\nsessions: {sessions:?}\nmaster log:\n{}\n{}",
+                flow.log("master")
+                    .lines()
+                    .filter(|l| l.contains("WARN")
+                        || l.contains("ERROR")
+                        || l.contains("adopt")
+                        || l.contains("started sluice-workflow"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 flow.log(sluice_e2e::flow::WF)
                     .lines()
                     .rev()

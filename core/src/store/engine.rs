@@ -159,6 +159,19 @@ type ClaimedRows = (
     Vec<(i64, i64, i64, String, i64, bool)>,
 );
 
+/// Rows one multi-row statement carries (times its columns stays far below both
+/// backends' limit on bound parameters).
+const ROWS_PER_STATEMENT: usize = 400;
+
+/// `n` rows of a VALUES list; `row(p)` writes one row whose first parameter is `$p`. The
+/// first row's parameters start at `$first`, each row takes `per_row` parameters.
+fn values(n: usize, first: usize, row: impl Fn(usize) -> String, per_row: usize) -> String {
+    (0..n)
+        .map(|i| row(first + i * per_row))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Most ids one `IN (...)` list carries.
 const MAX_IDS_PER_STATEMENT: usize = 500;
 
@@ -293,32 +306,31 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ClaimedOrder>, StoreError> {
         let now = crate::now_ms();
-        let lock = match self.backend() {
-            super::Backend::Sqlite => "",
-            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        let (lock, materialized) = match self.backend() {
+            super::Backend::Sqlite => ("", ""),
+            super::Backend::Postgres => (" FOR UPDATE SKIP LOCKED", "MATERIALIZED"),
         };
         // The inner query repeats workflow_instance_runnable's condition verbatim. Orders
         // are stamped only with a live session: a process that has not yet learnt the
         // session of the master that adopted it claims nothing, rather than stamping orders
         // with a recovered session that no recovery would look at again.
+        // The pick is a materialized CTE: as a plain `IN (SELECT ... LIMIT n FOR UPDATE
+        // SKIP LOCKED)` PostgreSQL may run the subquery once per row, each run skipping
+        // the rows already locked, and so claim far more than `limit`.
         let claim = format!(
-            "UPDATE workflow_instance SET workflowstatus = 'I', \
-                 status_orig = workflowstatus, sessionid = $1, owner = $2, owner_token = $6, \
-                 retry_trigger = NULL, modified = $3 \
-             WHERE workflow_instanceid IN (SELECT workflow_instanceid FROM workflow_instance \
+            "WITH picked AS {materialized} (SELECT workflow_instanceid FROM workflow_instance \
                  WHERE workflowid = $4 AND sessionid = 0 AND workflowstatus IN ('Y', 'R', 'S') \
                  AND (retry_trigger IS NULL OR retry_trigger <= $3) \
                  AND (scheduled IS NULL OR scheduled <= $3) \
                  ORDER BY priority, workflow_instanceid LIMIT $5{lock}) \
+             UPDATE workflow_instance SET workflowstatus = 'I', \
+                 status_orig = workflowstatus, sessionid = $1, owner = $2, owner_token = $6, \
+                 retry_trigger = NULL, modified = $3 \
+             WHERE workflow_instanceid IN (SELECT workflow_instanceid FROM picked) \
              AND sessionid = 0 \
              AND EXISTS (SELECT 1 FROM sessions WHERE sessionid = $1 AND status = 'ACTIVE') \
              RETURNING workflow_instanceid, priority, status_orig"
         );
-        let segments = "INSERT INTO segment_instance \
-                 (workflow_instanceid, segmentid, segmentstatus, created, modified) \
-             VALUES ($1, 0, 'I', $2, $2) \
-             ON CONFLICT (workflow_instanceid, segmentid) \
-             DO UPDATE SET segmentstatus = 'I', modified = $2";
         let mut claimed: Vec<(i64, i64, Option<String>)> = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(&claim)
@@ -330,12 +342,20 @@ impl Store {
                 .bind(owner.token)
                 .fetch_all(&mut *tx)
                 .await?;
-            for (id, _, _) in &rows {
-                sqlx::query(segments)
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let list = values(chunk.len(), 2, |p| format!("(${p}, 0, 'I', $1, $1)"), 1);
+                let sql = format!(
+                    "INSERT INTO segment_instance \
+                         (workflow_instanceid, segmentid, segmentstatus, created, modified) \
+                     VALUES {list} \
+                     ON CONFLICT (workflow_instanceid, segmentid) \
+                     DO UPDATE SET segmentstatus = 'I', modified = excluded.modified"
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for (id, _, _) in chunk {
+                    q = q.bind(id);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             rows
@@ -422,6 +442,11 @@ impl Store {
 
     /// Writes `transitions` in one transaction. Returns the ids of orders this process no
     /// longer owns (nothing was written for them); the caller must stop working on them.
+    ///
+    /// A handful of statements per transaction, whatever the number of orders: each kind of
+    /// row (orders, segments, steps, errors, dynamic data) is written by one multi-row
+    /// statement per chunk. A statement per row made the round trips to SQLite's worker
+    /// thread, not the disk, the engine's bottleneck.
     pub async fn commit_transitions(
         &self,
         owner: Owner<'_>,
@@ -431,81 +456,140 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = crate::now_ms();
-        let touch = "UPDATE workflow_instance SET modified = $1 \
-             WHERE workflow_instanceid = $2 AND owner_token = $3 AND owner = $4";
-        let order_sql = "UPDATE workflow_instance SET workflowstatus = $1, retry_trigger = $2, \
-                 completed = COALESCE($3, completed), business_error = $4, modified = $5, \
-                 sessionid = CASE WHEN $6 THEN 0 ELSE sessionid END, \
-                 owner = CASE WHEN $6 THEN NULL ELSE owner END, \
-                 owner_token = CASE WHEN $6 THEN NULL ELSE owner_token END, \
-                 status_orig = NULL \
-             WHERE workflow_instanceid = $7 AND owner_token = $8 AND owner = $9";
-        let segment_sql = "UPDATE segment_instance SET segmentstatus = $1, modified = $2 \
-             WHERE workflow_instanceid = $3 AND segmentid = 0";
-        let step_sql = "INSERT INTO step_instance (workflow_instanceid, stepid, ind, stepstatus, \
-                 retries, skip, started, completed, error, error_description, error_info, \
-                 business_error, modified) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (workflow_instanceid, stepid, ind) DO UPDATE SET \
-                 stepstatus = excluded.stepstatus, retries = excluded.retries, \
-                 skip = excluded.skip, started = excluded.started, \
-                 completed = excluded.completed, error = excluded.error, \
-                 error_description = excluded.error_description, \
-                 error_info = excluded.error_info, business_error = excluded.business_error, \
-                 modified = excluded.modified";
-        let error_sql = "INSERT INTO error_instance (workflow_instanceid, stepid, ind, error, \
-                 description, info, severity, retry, business_error, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        let data_sql = "UPDATE order_instance SET dynamicdata = $1 WHERE workflow_instanceid = $2";
-        let del_key_sql =
-            "DELETE FROM order_instance_keys WHERE workflow_instanceid = $1 AND keyname = $2";
-        let key_sql =
-            "INSERT INTO order_instance_keys (workflow_instanceid, keyname, value, created) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+        // Per order, the last of each kind of write wins: transitions arrive in the order
+        // they were made.
+        let mut ids: Vec<i64> = transitions.iter().map(|t| t.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut orders: HashMap<i64, &OrderWrite> = HashMap::new();
+        let mut data: HashMap<i64, &str> = HashMap::new();
+        let mut steps: BTreeMap<(i64, i64, i64), &StepWrite> = BTreeMap::new();
+        for t in transitions {
+            if let Some(o) = &t.order {
+                orders.insert(t.id, o);
+            }
+            if let Some(d) = &t.dynamicdata {
+                data.insert(t.id, d);
+            }
+            for step in &t.steps {
+                steps.insert((t.id, step.stepid, step.ind), step);
+            }
+        }
         let lost = on_pool!(self, |pool| {
-            let mut lost = Vec::new();
             let mut tx = pool.begin().await?;
-            for t in transitions {
-                // The ownership check comes first and is itself a write, so the rest of this
-                // order's writes happen only while we hold it.
-                let owned = match &t.order {
-                    Some(o) => sqlx::query(order_sql)
-                        .bind(o.status)
-                        .bind(o.retry_trigger)
-                        .bind(o.completed)
-                        .bind(o.business_error)
-                        .bind(now)
-                        .bind(o.release)
-                        .bind(t.id)
-                        .bind(owner.token)
-                        .bind(owner.network_id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected(),
-                    None => sqlx::query(touch)
-                        .bind(now)
-                        .bind(t.id)
-                        .bind(owner.token)
-                        .bind(owner.network_id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected(),
-                };
-                if owned == 0 {
-                    lost.push(t.id);
-                    continue;
+            // 1. Ownership and the orders' own status, in id order (recovery locks in the
+            // same order). RETURNING names the orders still ours; nothing else is written
+            // for the others.
+            let mut owned: std::collections::HashSet<i64> = std::collections::HashSet::new();
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let rows = values(
+                    chunk.len(),
+                    4,
+                    |p| {
+                        format!(
+                            "(CAST(${} AS BIGINT), CAST(${} AS BOOLEAN), CAST(${} AS TEXT), \
+                         CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BOOLEAN), \
+                         CAST(${} AS BOOLEAN))",
+                            p,
+                            p + 1,
+                            p + 2,
+                            p + 3,
+                            p + 4,
+                            p + 5,
+                            p + 6
+                        )
+                    },
+                    7,
+                );
+                let sql = format!(
+                    "UPDATE workflow_instance AS w SET \
+                         workflowstatus = CASE WHEN v.column2 THEN v.column3 ELSE w.workflowstatus END, \
+                         retry_trigger = CASE WHEN v.column2 THEN v.column4 ELSE w.retry_trigger END, \
+                         completed = COALESCE(v.column5, w.completed), \
+                         business_error = CASE WHEN v.column2 THEN v.column6 ELSE w.business_error END, \
+                         status_orig = CASE WHEN v.column2 THEN NULL ELSE w.status_orig END, \
+                         sessionid = CASE WHEN v.column7 THEN 0 ELSE w.sessionid END, \
+                         owner = CASE WHEN v.column7 THEN NULL ELSE w.owner END, \
+                         owner_token = CASE WHEN v.column7 THEN NULL ELSE w.owner_token END, \
+                         modified = $1 \
+                     FROM (VALUES {rows}) AS v \
+                     WHERE w.workflow_instanceid = v.column1 AND w.owner_token = $2 \
+                         AND w.owner = $3 \
+                     RETURNING workflow_instanceid"
+                );
+                let mut q = sqlx::query_scalar::<_, i64>(&sql)
+                    .bind(now)
+                    .bind(owner.token)
+                    .bind(owner.network_id);
+                for id in chunk {
+                    let o = orders.get(id);
+                    q = q
+                        .bind(*id)
+                        .bind(o.is_some())
+                        .bind(o.map(|o| o.status))
+                        .bind(o.and_then(|o| o.retry_trigger))
+                        .bind(o.and_then(|o| o.completed))
+                        .bind(o.is_some_and(|o| o.business_error))
+                        .bind(o.is_some_and(|o| o.release));
                 }
-                if let Some(o) = &t.order {
-                    sqlx::query(segment_sql)
-                        .bind(o.status)
-                        .bind(now)
-                        .bind(t.id)
-                        .execute(&mut *tx)
-                        .await?;
+                owned.extend(q.fetch_all(&mut *tx).await?);
+            }
+            // 2. Segments follow their order's status.
+            let seg: Vec<(i64, &str)> = ids
+                .iter()
+                .filter(|id| owned.contains(id))
+                .filter_map(|id| orders.get(id).map(|o| (*id, o.status)))
+                .collect();
+            for chunk in seg.chunks(ROWS_PER_STATEMENT) {
+                let rows = values(
+                    chunk.len(),
+                    2,
+                    |p| format!("(CAST(${p} AS BIGINT), CAST(${} AS TEXT))", p + 1),
+                    2,
+                );
+                let sql = format!(
+                    "UPDATE segment_instance AS s SET segmentstatus = v.column2, modified = $1 \
+                     FROM (VALUES {rows}) AS v \
+                     WHERE s.workflow_instanceid = v.column1 AND s.segmentid = 0"
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for (id, status) in chunk {
+                    q = q.bind(*id).bind(*status);
                 }
-                for s in &t.steps {
-                    sqlx::query(step_sql)
-                        .bind(t.id)
+                q.execute(&mut *tx).await?;
+            }
+            // 3. Steps.
+            let step_rows: Vec<(&(i64, i64, i64), &&StepWrite)> = steps
+                .iter()
+                .filter(|((id, _, _), _)| owned.contains(id))
+                .collect();
+            for chunk in step_rows.chunks(ROWS_PER_STATEMENT / 4) {
+                let rows = values(
+                    chunk.len(),
+                    2,
+                    |p| {
+                        let cols: Vec<String> = (p..p + 12).map(|i| format!("${i}")).collect();
+                        format!("({}, $1)", cols.join(", "))
+                    },
+                    12,
+                );
+                let sql = format!(
+                    "INSERT INTO step_instance (workflow_instanceid, stepid, ind, stepstatus, \
+                         retries, skip, started, completed, error, error_description, error_info, \
+                         business_error, modified) \
+                     VALUES {rows} \
+                     ON CONFLICT (workflow_instanceid, stepid, ind) DO UPDATE SET \
+                         stepstatus = excluded.stepstatus, retries = excluded.retries, \
+                         skip = excluded.skip, started = excluded.started, \
+                         completed = excluded.completed, error = excluded.error, \
+                         error_description = excluded.error_description, \
+                         error_info = excluded.error_info, \
+                         business_error = excluded.business_error, modified = excluded.modified"
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for ((id, _, _), s) in chunk {
+                    q = q
+                        .bind(*id)
                         .bind(s.stepid)
                         .bind(s.ind)
                         .bind(s.status)
@@ -516,14 +600,35 @@ impl Store {
                         .bind(&s.error)
                         .bind(&s.error_description)
                         .bind(&s.error_info)
-                        .bind(s.business_error)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                        .bind(s.business_error);
                 }
-                for e in &t.errors {
-                    sqlx::query(error_sql)
-                        .bind(t.id)
+                q.execute(&mut *tx).await?;
+            }
+            // 4. Error history.
+            let errors: Vec<(i64, &ErrorWrite)> = transitions
+                .iter()
+                .filter(|t| owned.contains(&t.id))
+                .flat_map(|t| t.errors.iter().map(move |e| (t.id, e)))
+                .collect();
+            for chunk in errors.chunks(ROWS_PER_STATEMENT / 4) {
+                let rows = values(
+                    chunk.len(),
+                    2,
+                    |p| {
+                        let cols: Vec<String> = (p..p + 9).map(|i| format!("${i}")).collect();
+                        format!("({}, $1)", cols.join(", "))
+                    },
+                    9,
+                );
+                let sql = format!(
+                    "INSERT INTO error_instance (workflow_instanceid, stepid, ind, error, \
+                         description, info, severity, retry, business_error, created) \
+                     VALUES {rows}"
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for (id, e) in chunk {
+                    q = q
+                        .bind(*id)
                         .bind(e.stepid)
                         .bind(e.ind)
                         .bind(&e.error)
@@ -531,25 +636,48 @@ impl Store {
                         .bind(&e.info)
                         .bind(&e.severity)
                         .bind(e.retry)
-                        .bind(e.business)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                        .bind(e.business);
                 }
-                if let Some(data) = &t.dynamicdata {
-                    sqlx::query(data_sql)
-                        .bind(data)
-                        .bind(t.id)
-                        .execute(&mut *tx)
-                        .await?;
+                q.execute(&mut *tx).await?;
+            }
+            // 5. Dynamic data.
+            let mut dyn_rows: Vec<(i64, &str)> = data
+                .iter()
+                .filter(|(id, _)| owned.contains(id))
+                .map(|(id, d)| (*id, *d))
+                .collect();
+            dyn_rows.sort_unstable_by_key(|(id, _)| *id);
+            for chunk in dyn_rows.chunks(ROWS_PER_STATEMENT) {
+                let rows = values(
+                    chunk.len(),
+                    1,
+                    |p| format!("(CAST(${p} AS BIGINT), CAST(${} AS TEXT))", p + 1),
+                    2,
+                );
+                let sql = format!(
+                    "UPDATE order_instance AS o SET dynamicdata = v.column2 \
+                     FROM (VALUES {rows}) AS v WHERE o.workflow_instanceid = v.column1"
+                );
+                let mut q = sqlx::query(&sql);
+                for (id, d) in chunk {
+                    q = q.bind(*id).bind(*d);
                 }
-                for (name, values) in &t.keys {
+                q.execute(&mut *tx).await?;
+            }
+            // 6. Order keys (rare: setOrderKeys from user code).
+            let del_key_sql = "DELETE FROM order_instance_keys \
+                 WHERE workflow_instanceid = $1 AND keyname = $2";
+            let key_sql = "INSERT INTO order_instance_keys \
+                 (workflow_instanceid, keyname, value, created) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+            for t in transitions.iter().filter(|t| owned.contains(&t.id)) {
+                for (name, vals) in &t.keys {
                     sqlx::query(del_key_sql)
                         .bind(t.id)
                         .bind(name)
                         .execute(&mut *tx)
                         .await?;
-                    for value in values {
+                    for value in vals {
                         sqlx::query(key_sql)
                             .bind(t.id)
                             .bind(name)
@@ -561,7 +689,10 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            lost
+            ids.iter()
+                .copied()
+                .filter(|id| !owned.contains(id))
+                .collect::<Vec<i64>>()
         });
         Ok(lost)
     }

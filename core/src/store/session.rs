@@ -217,6 +217,20 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms after the epoch"))
 }
 
+/// How often a statement PostgreSQL aborted to break a deadlock is tried again.
+const TRANSIENT_RETRIES: u64 = 5;
+
+/// A deadlock (40P01) or serialization failure (40001): PostgreSQL rolled the transaction
+/// back, and running it again is safe.
+fn is_transient(err: &StoreError) -> bool {
+    match err {
+        StoreError::Sql(sqlx::Error::Database(e)) => {
+            matches!(e.code().as_deref(), Some("40P01") | Some("40001"))
+        }
+        _ => false,
+    }
+}
+
 // Recovery takes a crashed session's orders in batches by id (keyset: the next `$3` ids
 // above the previous batch), so finding a batch is a range scan on
 // `workflow_instance (sessionid, workflow_instanceid)` however many orders came before.
@@ -519,7 +533,7 @@ impl Store {
             ));
         }
         let totals = self
-            .recover_scope(Scope::Session(crashed_id), batch_size, progress)
+            .recover_scope_retrying(Scope::Session(crashed_id), batch_size, progress)
             .await?;
         // recovered_by: the newest ACTIVE session of the same key, which is the caller's own
         // (it holds the key's lock, so every other ACTIVE one is dead and older).
@@ -549,7 +563,7 @@ impl Store {
         batch_size: u32,
         progress: &mut (dyn FnMut(RecoveryCounts) + Send),
     ) -> Result<RecoveryCounts, StoreError> {
-        self.recover_scope(
+        self.recover_scope_retrying(
             Scope::Process {
                 session,
                 owner: network_id,
@@ -569,17 +583,47 @@ impl Store {
         to_session: i64,
         network_id: &str,
     ) -> Result<(u64, u64), StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .adopt_work_once(from_session, to_session, network_id)
+                .await
+            {
+                Err(err) if is_transient(&err) && attempt < TRANSIENT_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!("adopting {network_id}'s work: {err}; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn adopt_work_once(
+        &self,
+        from_session: i64,
+        to_session: i64,
+        network_id: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        // Rows locked in id order, as the adopted process's own commits lock them.
+        let lock = match self.backend() {
+            super::Backend::Sqlite => "",
+            super::Backend::Postgres => " ORDER BY workflow_instanceid FOR UPDATE",
+        };
+        let move_orders = format!(
+            "UPDATE workflow_instance SET sessionid = $1 WHERE workflow_instanceid IN \
+             (SELECT workflow_instanceid FROM workflow_instance \
+              WHERE sessionid = $2 AND owner = $3{lock})"
+        );
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let orders = sqlx::query(
-                "UPDATE workflow_instance SET sessionid = $1 WHERE sessionid = $2 AND owner = $3",
-            )
-            .bind(to_session)
-            .bind(from_session)
-            .bind(network_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let orders = sqlx::query(&move_orders)
+                .bind(to_session)
+                .bind(from_session)
+                .bind(network_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             let jobs = sqlx::query(
                 "UPDATE job_instance SET sessionid = $1 WHERE sessionid = $2 AND owner = $3",
             )
@@ -597,6 +641,30 @@ impl Store {
     /// The batch loop shared by session and process recovery: each batch of orders is one
     /// transaction, so no recovery ever holds one giant transaction, and an interrupted one
     /// simply continues next time (recovered rows have left the scope).
+    /// [`Store::recover_scope`], run again after a deadlock PostgreSQL broke by aborting
+    /// it (a workflow process committing the same orders): recovery resumes where it was.
+    async fn recover_scope_retrying(
+        &self,
+        scope: Scope<'_>,
+        batch_size: u32,
+        progress: &mut (dyn FnMut(RecoveryCounts) + Send),
+    ) -> Result<RecoveryCounts, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.recover_scope(scope, batch_size, progress).await {
+                // The counts are those of the last run: batches an aborted run committed
+                // were logged by its progress callback.
+                Ok(c) => return Ok(c),
+                Err(err) if is_transient(&err) && attempt < TRANSIENT_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!("recovery: {err}; resuming");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     async fn recover_scope(
         &self,
         scope: Scope<'_>,
