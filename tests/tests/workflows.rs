@@ -243,3 +243,99 @@ async fn killed_runner(b: Backend) -> Result<()> {
 on_both!(kill_workflow_process, killed_workflow_process);
 on_both!(kill_runner, killed_runner);
 on_both!(reset, reset_loads_new_code);
+
+/// The shipped example (`deploy/examples/order`, what `scripts/run` loads) runs an order to
+/// COMPLETE, and an order it rejects waits in ERROR with the Python error recorded.
+async fn shipped_example_runs(b: Backend) -> Result<()> {
+    let key = "e2e-wf-example";
+    let mut inst = sluice_e2e::Instance::new(b, key, &[])?;
+    let out = inst.sluice(&["schema", "create"])?;
+    assert!(out.status.success(), "{}", sluice_e2e::output_text(&out));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/order");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    let mut args = vec!["load"];
+    args.extend(files.iter().map(String::as_str));
+    let out = inst.sluice(&args)?;
+    assert!(out.status.success(), "{}", sluice_e2e::output_text(&out));
+    let m = inst.start_master(&[])?;
+    inst.wait_ready(m)?;
+    let cert = inst.admin_key()?.display().to_string();
+    let create = |data: &str| -> Result<i64> {
+        let out = inst.sluice(&[
+            "order",
+            "--key",
+            &cert,
+            "create",
+            "EXAMPLE-ORDER",
+            "--data",
+            data,
+        ])?;
+        let text = sluice_e2e::output_text(&out);
+        assert!(out.status.success(), "{text}");
+        text.split(|c: char| !c.is_ascii_digit())
+            .rfind(|s| !s.is_empty())
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("no order id in {text:?}"))
+    };
+    let good = create(
+        r#"{"staticdata": {"order_id": "A-1", "lines": [{"sku": "WIDGET", "qty": 2, "price": 5}, {"sku": "GADGET", "qty": 1, "price": 12}]}, "orderkeys": {"order_id": "A-1"}}"#,
+    )?;
+    let bad = create(r#"{"staticdata": {"order_id": "A-2", "lines": []}}"#)?;
+    let db = inst.db().await?;
+    let status = |id: i64| {
+        let db = &db;
+        async move {
+            db.strings(&format!(
+                "SELECT workflowstatus FROM workflow_instance WHERE workflow_instanceid = {id}"
+            ))
+            .await
+            .map(|v| v.join(""))
+        }
+    };
+    let deadline = std::time::Instant::now() + DONE;
+    while status(good).await? != "C" || status(bad).await? != "E" {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "orders are {:?} and {:?}",
+                status(good).await?,
+                status(bad).await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dynamic = db
+        .strings(&format!(
+            "SELECT dynamicdata FROM order_instance WHERE workflow_instanceid = {good}"
+        ))
+        .await?
+        .join("");
+    let data: serde_json::Value = serde_json::from_str(&dynamic)?;
+    assert_eq!(data["charged"], 22, "{data}");
+    assert_eq!(
+        data["reserved"],
+        serde_json::json!(["WIDGET", "GADGET"]),
+        "{data}"
+    );
+    assert_eq!(data["validated"], true, "{data}");
+    let error = db
+        .strings(&format!(
+            "SELECT error || ': ' || COALESCE(description, '') FROM error_instance \
+             WHERE workflow_instanceid = {bad}"
+        ))
+        .await?;
+    assert_eq!(error.len(), 1, "{error:?}");
+    assert!(
+        error[0].starts_with("ValueError: an order needs"),
+        "{error:?}"
+    );
+    db.close().await;
+    assert_eq!(inst.stop(m, sluice_e2e::flow::STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
+
+on_both!(shipped_example, shipped_example_runs);
