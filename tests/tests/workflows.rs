@@ -77,6 +77,33 @@ async fn retry_error_is_retried_after_its_delay(b: Backend) -> Result<()> {
     flow.stop().await
 }
 
+/// A retry error that keeps happening becomes ERROR after qorus.max-retries retries.
+async fn retries_stop_at_max_retries(b: Backend) -> Result<()> {
+    let flow = Flow::start(b, "e2e-wf-max-retries", &["qorus.max-retries: 2"]).await?;
+    let id = flow.create(serde_json::json!({"fail": {"Left": "retry-always"}}))?;
+    flow.wait_status(id, "E").await?;
+    let retries = flow
+        .db
+        .scalar_i64(&format!(
+            "SELECT s.retries FROM step_instance s JOIN steps t ON t.stepid = s.stepid \
+             WHERE s.workflow_instanceid = {id} AND t.name = 'Left'"
+        ))
+        .await?;
+    assert_eq!(retries, 2, "two retries, then ERROR");
+    let errors = flow
+        .db
+        .strings(&format!(
+            "SELECT error || ':' || CASE WHEN retry THEN 'retry' ELSE 'error' END \
+             FROM error_instance WHERE workflow_instanceid = {id} ORDER BY errorid"
+        ))
+        .await?;
+    assert_eq!(
+        errors,
+        vec!["TEST-RETRY:retry", "TEST-RETRY:retry", "TEST-RETRY:error"]
+    );
+    flow.stop().await
+}
+
 async fn business_error_waits_for_an_operator(b: Backend) -> Result<()> {
     let flow = Flow::start(b, "e2e-wf-business", &[]).await?;
     let id = flow.create(serde_json::json!({"fail": {"Right": "business"}}))?;
@@ -231,6 +258,7 @@ macro_rules! on_both {
 
 on_both!(parallel_branches, parallel_branches_complete_in_order);
 on_both!(retry_error, retry_error_is_retried_after_its_delay);
+on_both!(max_retries, retries_stop_at_max_retries);
 on_both!(business_error, business_error_waits_for_an_operator);
 async fn killed_workflow_process(b: Backend) -> Result<()> {
     validation_prevents_a_double_effect(b, false).await
