@@ -646,6 +646,17 @@ async fn adopt(
                 node.supervisor.send(supervisor::Command::Adopt(row));
             }
             _ => {
+                // Its work is about to be recovered and run again by a new process; one
+                // that still runs (hung, or too slow to answer) must not go on running it
+                // beside the new one.
+                if kill_unanswering(&row).await {
+                    tracing::warn!(
+                        network_id = %row.process_network_id,
+                        pid = row.pid,
+                        "process of a previous master is alive but did not answer; killed it \
+                         so its work can be recovered safely"
+                    );
+                }
                 tracing::info!(
                     network_id = %row.process_network_id,
                     pid = row.pid,
@@ -658,6 +669,49 @@ async fn adopt(
         }
     }
     adopted
+}
+
+/// SIGKILLs the process a `cluster_processes` row names, if it runs on this host and is
+/// still a Sluice child (its command line names the binary of its type, so a recycled pid
+/// is left alone), then waits until it is gone. True when it killed one.
+async fn kill_unanswering(row: &sluice_core::store::ProcessRow) -> bool {
+    let Ok(pid) = i32::try_from(row.pid) else {
+        return false;
+    };
+    if pid <= 0 || row.host != sluice_core::hostname() {
+        return false;
+    }
+    let Some(kind) = supervisor::ChildKind::from_process_type(&row.process_type) else {
+        return false;
+    };
+    let binary = kind.policy().binary;
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(binary))
+        .unwrap_or(false);
+    if !ours {
+        return false;
+    }
+    let pid = nix::unistd::Pid::from_raw(pid);
+    if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_err() {
+        return false;
+    }
+    for _ in 0..100 {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            break;
+        }
+        // A zombie child of the dead master is reaped by init; it is dead already.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            == Some("Z")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    true
 }
 
 async fn probe(

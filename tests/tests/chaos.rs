@@ -143,6 +143,15 @@ async fn chaos(backend: Backend, key: &str) -> Result<()> {
                      ORDER BY workflow_instanceid LIMIT 10",
                 )
                 .await?;
+            let errors = flow
+                .db
+                .strings(
+                    "SELECT CAST(e.workflow_instanceid AS TEXT) || ' ' || e.error || ': ' \
+                     || COALESCE(e.description, '') FROM error_instance e \
+                     JOIN workflow_instance w ON w.workflow_instanceid = e.workflow_instanceid \
+                     WHERE w.workflowstatus <> 'C' ORDER BY e.errorid LIMIT 10",
+                )
+                .await?;
             let sessions = flow
                 .db
                 .strings(
@@ -152,7 +161,8 @@ async fn chaos(backend: Backend, key: &str) -> Result<()> {
                 .await?;
             bail!(
                 "orders not all COMPLETE after {FINISH:?}: {counts:?} (seed {seed})\n\
-                 first unfinished: {stuck:?}\nsessions: {sessions:?}\nmaster log:\n{}\n{}",
+                 first unfinished: {stuck:?}\ntheir errors: {errors:?}\nsessions: {sessions:?}\n\
+                 master log:\n{}\n{}",
                 flow.log("master")
                     .lines()
                     .filter(|l| l.contains("WARN")
