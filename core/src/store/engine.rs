@@ -308,9 +308,9 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ClaimedOrder>, StoreError> {
         let now = crate::now_ms();
-        let (lock, materialized) = match self.backend() {
-            super::Backend::Sqlite => ("", ""),
-            super::Backend::Postgres => (" FOR UPDATE SKIP LOCKED", "MATERIALIZED"),
+        let (lock, materialized, share) = match self.backend() {
+            super::Backend::Sqlite => ("", "", ""),
+            super::Backend::Postgres => (" FOR UPDATE SKIP LOCKED", "MATERIALIZED", " FOR SHARE"),
         };
         // The inner query repeats workflow_instance_runnable's condition verbatim. Orders
         // are stamped only with a live session: a process that has not yet learnt the
@@ -330,7 +330,7 @@ impl Store {
                  retry_trigger = NULL, modified = $3 \
              WHERE workflow_instanceid IN (SELECT workflow_instanceid FROM picked) \
              AND sessionid = 0 \
-             AND EXISTS (SELECT 1 FROM sessions WHERE sessionid = $1 AND status = 'ACTIVE') \
+             AND EXISTS (SELECT 1 FROM sessions WHERE sessionid = $1 AND status = 'ACTIVE'{share}) \
              RETURNING workflow_instanceid, priority, status_orig"
         );
         let mut claimed: Vec<(i64, i64, Option<String>)> = on_pool!(self, |pool| {

@@ -368,7 +368,8 @@ impl Store {
             .await?;
             let crashed: Vec<(i64, i64, String, i64)> = sqlx::query_as(
                 "SELECT sessionid, pid, hostname, started FROM sessions \
-                 WHERE instance_key = $1 AND status = 'ACTIVE' AND sessionid <> $2 \
+                 WHERE instance_key = $1 AND status IN ('ACTIVE', 'ABNORMAL TERMINATION') \
+                 AND sessionid <> $2 \
                  ORDER BY started, sessionid",
             )
             .bind(instance_key)
@@ -532,6 +533,20 @@ impl Store {
                 "session 0 stands for \"no owner\" and cannot be recovered".into(),
             ));
         }
+        // Closed to new work first: a process still claiming under this session (one the
+        // new master adopted, before it learnt the new session) stamps no order with it
+        // once this commits (claims require an ACTIVE session, and on PostgreSQL hold its
+        // row FOR SHARE, so this waits for a claim in flight), and every order stamped
+        // before is visible to the scan below. An interrupted recovery leaves the session
+        // ABNORMAL TERMINATION, which the next start recovers again.
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE sessions SET status = 'ABNORMAL TERMINATION' \
+             WHERE sessionid = $1 AND status = 'ACTIVE'"
+        )
+        .bind(crashed_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
         let totals = self
             .recover_scope_retrying(Scope::Session(crashed_id), batch_size, progress)
             .await?;
