@@ -877,6 +877,7 @@ async fn commit_writes_owned_orders_and_reports_lost_ones(db: &SystemDb) -> Resu
     };
     let everything = |id: i64| OrderTransition {
         id,
+        claim: String::new(),
         steps: vec![step_write(prepare, "C", now)],
         errors: vec![error("FLOW-RETRY", true, false)],
         dynamicdata: Some(r#"{"v":"lost"}"#.into()),
@@ -1317,6 +1318,7 @@ async fn large_batches_span_statement_chunks(db: &SystemDb) -> Result<()> {
         .iter()
         .map(|o| OrderTransition {
             id: o.id,
+            claim: o.claim.clone(),
             steps: ["Prepare", "Left", "Right", "Finish"]
                 .into_iter()
                 .map(|s| step_write(flow.step(s), "C", now))

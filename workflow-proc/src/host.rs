@@ -111,6 +111,7 @@ async fn dispatch(
                 shared,
                 OrderTransition {
                     id: order.id,
+                    claim: order.claim.clone(),
                     dynamicdata: Some(data),
                     ..Default::default()
                 },
@@ -157,6 +158,7 @@ async fn dispatch(
                 shared,
                 OrderTransition {
                     id: order.id,
+                    claim: order.claim.clone(),
                     keys: writes,
                     ..Default::default()
                 },

@@ -62,8 +62,10 @@ pub struct Shared {
     /// The master's live session (changes when a new master adopts this process).
     pub session: Arc<std::sync::atomic::AtomicI64>,
     pub network_id: String,
-    /// This incarnation's ownership token: `NETWORK-ID#PID.STARTED-MS`.
+    /// This incarnation's ownership token: `NETWORK-ID#PID.STARTED-MS`; each claim stamps
+    /// `TOKEN/N` (see `OrderTransition::claim`).
     pub token: String,
+    pub claims: std::sync::atomic::AtomicU64,
     pub program: Mutex<Arc<Program>>,
     pub runner: Mutex<Runner>,
     pub recover_delay: Duration,
@@ -174,6 +176,7 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         session: ctx.session.clone(),
         network_id,
         token,
+        claims: std::sync::atomic::AtomicU64::new(0),
         program: Mutex::new(Arc::new(Program { workflow, classes })),
         runner: Mutex::new(runner),
         recover_delay: options.recover_delay(),
@@ -236,9 +239,20 @@ async fn claim(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
             return;
         }
         let workflowid = shared.program().workflow.workflowid;
+        let claim = format!(
+            "{}/{}",
+            shared.token,
+            shared
+                .claims
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let owner = Owner {
+            token: &claim,
+            ..shared.owner()
+        };
         let orders = match shared
             .store
-            .claim_orders(workflowid, shared.owner(), room as u32)
+            .claim_orders(workflowid, owner, room as u32)
             .await
         {
             Ok(orders) => orders,

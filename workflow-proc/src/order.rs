@@ -16,6 +16,8 @@ use crate::{Program, Shared};
 /// What user-code callbacks may read and change while the order runs.
 pub struct OrderState {
     pub id: i64,
+    /// The token this run's claim stamped: every write of the run carries it.
+    pub claim: String,
     /// Held from a change of dynamic data or keys until its commit, so parallel steps'
     /// changes reach the database in the order they were made in memory.
     pub updates: tokio::sync::Mutex<()>,
@@ -62,6 +64,7 @@ pub async fn run(shared: Arc<Shared>, claimed: ClaimedOrder) {
     let id = claimed.id;
     let state = Arc::new(OrderState {
         id,
+        claim: claimed.claim.clone(),
         updates: tokio::sync::Mutex::new(()),
         dynamicdata: Mutex::new(claimed.dynamicdata.clone()),
         keys: Mutex::new(claimed.keys.clone()),
@@ -76,11 +79,11 @@ pub async fn run(shared: Arc<Shared>, claimed: ClaimedOrder) {
         // crash, returns it to RETRY. Nothing was acted upon without a commit.
         tracing::error!(order = id, "order left for recovery: {err}");
     }
-    shared
-        .orders
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
+    // Only our own entry: a later claim of the same order may have replaced it.
+    let mut orders = shared.orders.lock().unwrap_or_else(|p| p.into_inner());
+    if orders.get(&id).is_some_and(|s| Arc::ptr_eq(s, &state)) {
+        orders.remove(&id);
+    }
 }
 
 async fn commit(shared: &Shared, t: OrderTransition) -> Result<bool, String> {
@@ -119,10 +122,12 @@ async fn run_steps(
         .collect();
     // Writes waiting for the next commit: the previous round's outcomes go with the next
     // round's starts, one commit per round.
-    let mut pending = OrderTransition {
+    let fresh = || OrderTransition {
         id,
+        claim: claimed.claim.clone(),
         ..Default::default()
     };
+    let mut pending = fresh();
     // One snapshot of the graph for the whole run: a reset changes the code later steps
     // run (the runner's classes), never the graph an order is half-way through.
     loop {
@@ -185,13 +190,7 @@ async fn run_steps(
                 business_error: false,
             });
         }
-        let t = std::mem::replace(
-            &mut pending,
-            OrderTransition {
-                id,
-                ..Default::default()
-            },
-        );
+        let t = std::mem::replace(&mut pending, fresh());
         if !commit(shared, t).await? {
             tracing::warn!(
                 order = id,

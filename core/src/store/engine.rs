@@ -78,6 +78,8 @@ pub struct StepState {
 #[derive(Debug, Clone)]
 pub struct ClaimedOrder {
     pub id: i64,
+    /// The owner token this claim stamped (what [`OrderTransition::claim`] repeats).
+    pub claim: String,
     pub priority: i64,
     /// The status the order had before the claim (READY, RETRY or SCHEDULED).
     pub previous_status: String,
@@ -133,6 +135,11 @@ pub struct OrderWrite {
 #[derive(Debug, Clone, Default)]
 pub struct OrderTransition {
     pub id: i64,
+    /// The token the order was claimed with ([`ClaimedOrder::claim`]); empty means the
+    /// committing [`Owner`]'s token. The write happens only while the order still carries
+    /// it, so the task of an earlier claim of the same order by the same process (recovery
+    /// took it, and the process claimed it again) can never write.
+    pub claim: String,
     pub steps: Vec<StepWrite>,
     pub errors: Vec<ErrorWrite>,
     /// The whole new dynamic data.
@@ -148,7 +155,8 @@ pub struct Owner<'a> {
     /// The master's live session (it changes when a new master adopts the process).
     pub session: i64,
     pub network_id: &'a str,
-    /// Unique to this incarnation of the process (see migration 0004).
+    /// The token a claim stamps on the orders it takes (see migration 0004): unique to the
+    /// process incarnation and to the claim.
     pub token: &'a str,
 }
 
@@ -431,6 +439,7 @@ impl Store {
                 let (staticdata, dynamicdata) = data.remove(&id).unwrap_or_default();
                 ClaimedOrder {
                     id,
+                    claim: owner.token.to_string(),
                     priority,
                     previous_status: previous.unwrap_or_else(|| "Y".into()),
                     staticdata: parse(id, "static data", &staticdata),
@@ -464,9 +473,16 @@ impl Store {
         ids.sort_unstable();
         ids.dedup();
         let mut orders: HashMap<i64, &OrderWrite> = HashMap::new();
+        let mut claims: HashMap<i64, &str> = HashMap::new();
         let mut data: HashMap<i64, &str> = HashMap::new();
         let mut steps: BTreeMap<(i64, i64, i64), &StepWrite> = BTreeMap::new();
         for t in transitions {
+            let claim = if t.claim.is_empty() {
+                owner.token
+            } else {
+                t.claim.as_str()
+            };
+            claims.insert(t.id, claim);
             if let Some(o) = &t.order {
                 orders.insert(t.id, o);
             }
@@ -486,22 +502,23 @@ impl Store {
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
                 let rows = values(
                     chunk.len(),
-                    4,
+                    3,
                     |p| {
                         format!(
                             "(CAST(${} AS BIGINT), CAST(${} AS BOOLEAN), CAST(${} AS TEXT), \
                          CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BOOLEAN), \
-                         CAST(${} AS BOOLEAN))",
+                         CAST(${} AS BOOLEAN), CAST(${} AS TEXT))",
                             p,
                             p + 1,
                             p + 2,
                             p + 3,
                             p + 4,
                             p + 5,
-                            p + 6
+                            p + 6,
+                            p + 7
                         )
                     },
-                    7,
+                    8,
                 );
                 let sql = format!(
                     "UPDATE workflow_instance AS w SET \
@@ -515,13 +532,12 @@ impl Store {
                          owner_token = CASE WHEN v.column7 THEN NULL ELSE w.owner_token END, \
                          modified = $1 \
                      FROM (VALUES {rows}) AS v \
-                     WHERE w.workflow_instanceid = v.column1 AND w.owner_token = $2 \
-                         AND w.owner = $3 \
+                     WHERE w.workflow_instanceid = v.column1 AND w.owner_token = v.column8 \
+                         AND w.owner = $2 \
                      RETURNING workflow_instanceid"
                 );
                 let mut q = sqlx::query_scalar::<_, i64>(&sql)
                     .bind(now)
-                    .bind(owner.token)
                     .bind(owner.network_id);
                 for id in chunk {
                     let o = orders.get(id);
@@ -532,7 +548,8 @@ impl Store {
                         .bind(o.and_then(|o| o.retry_trigger))
                         .bind(o.and_then(|o| o.completed))
                         .bind(o.is_some_and(|o| o.business_error))
-                        .bind(o.is_some_and(|o| o.release));
+                        .bind(o.is_some_and(|o| o.release))
+                        .bind(claims.get(id).copied().unwrap_or(owner.token));
                 }
                 owned.extend(q.fetch_all(&mut *tx).await?);
             }
