@@ -255,15 +255,7 @@ impl Api {
                     reply: tx,
                 });
                 match rx.await {
-                    Ok(Ok(())) => Ok(RegisterReply {
-                        api_level: sluice_core::child::API_LEVEL,
-                        instance_key: self.instance_key.clone(),
-                        session_id: self.session_id,
-                        events_endpoint: self.events_endpoint.clone(),
-                        master_grace_secs: self.master_grace.as_secs() as u32,
-                        heartbeat_secs: crate::supervisor::HEARTBEAT.as_secs() as u32,
-                    }
-                    .encode_to_vec()),
+                    Ok(Ok(())) => Ok(self.register_reply()),
                     Ok(Err(reason)) => Err(("REGISTRATION-ERROR", reason)),
                     Err(_) => Err(("SHUTDOWN-IN-PROGRESS", "the master is stopping".into())),
                 }
@@ -279,15 +271,7 @@ impl Api {
                 match rx.await {
                     // The session goes with every beat: a child a new master adopted
                     // learns the session its work now belongs to.
-                    Ok(true) => Ok(RegisterReply {
-                        api_level: sluice_core::child::API_LEVEL,
-                        instance_key: self.instance_key.clone(),
-                        session_id: self.session_id,
-                        events_endpoint: self.events_endpoint.clone(),
-                        master_grace_secs: self.master_grace.as_secs() as u32,
-                        heartbeat_secs: crate::supervisor::HEARTBEAT.as_secs() as u32,
-                    }
-                    .encode_to_vec()),
+                    Ok(true) => Ok(self.register_reply()),
                     _ => Err((
                         sluice_core::child::UNKNOWN_PROCESS,
                         "this master does not know the process; register".into(),
@@ -386,6 +370,20 @@ impl Api {
             }
             _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
         }
+    }
+
+    /// What a child learns from registering, and again from every heartbeat reply (so a
+    /// child a new master adopted learns the session its work now belongs to).
+    fn register_reply(&self) -> Vec<u8> {
+        RegisterReply {
+            api_level: sluice_core::child::API_LEVEL,
+            instance_key: self.instance_key.clone(),
+            session_id: self.session_id,
+            events_endpoint: self.events_endpoint.clone(),
+            master_grace_secs: self.master_grace.as_secs() as u32,
+            heartbeat_secs: crate::supervisor::HEARTBEAT.as_secs() as u32,
+        }
+        .encode_to_vec()
     }
 
     /// Asks the process running workflow `row` to reload its definition and code.
