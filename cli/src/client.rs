@@ -79,6 +79,21 @@ pub enum ClientAction {
         #[command(subcommand)]
         action: crate::orders::OrderAction,
     },
+    /// Call, list, load, unload and reset services.
+    Service {
+        #[command(subcommand)]
+        action: crate::services::ServiceAction,
+    },
+    /// Enable, disable and list interface groups.
+    Group {
+        #[command(subcommand)]
+        action: crate::services::GroupAction,
+    },
+    /// List, show, run, activate, deactivate, schedule and reset jobs.
+    Job {
+        #[command(subcommand)]
+        action: crate::jobs::JobAction,
+    },
 }
 
 /// An error the master answered a call with; it prints as `CODE: description`.
@@ -86,6 +101,8 @@ pub enum ClientAction {
 pub struct RemoteError {
     pub code: String,
     pub description: String,
+    /// Details the error carries, e.g. a service method's exception with its traceback.
+    pub info: Option<serde_json::Value>,
 }
 
 impl std::fmt::Display for RemoteError {
@@ -107,6 +124,28 @@ impl Cluster {
     /// Calls `method`; an error reply is a [`RemoteError`].
     pub(crate) async fn call(&self, method: &str, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
         call(&self.client, &self.endpoint, method, body, self.timeout).await
+    }
+
+    /// Like [`Cluster::call`], with the request's deadline set to the command's timeout,
+    /// so the server gives up (and says so) when the command would.
+    pub(crate) async fn call_with_deadline(
+        &self,
+        method: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let request = Envelope {
+            method: method.to_string(),
+            deadline_ms: sluice_core::now_ms() + self.timeout.as_millis() as i64,
+            body,
+            ..Default::default()
+        };
+        send(
+            &self.client,
+            &self.endpoint,
+            request,
+            self.timeout + Duration::from_secs(1),
+        )
+        .await
     }
 }
 
@@ -273,6 +312,32 @@ pub async fn run(
             };
             return crate::orders::run(&cluster, action).await;
         }
+        ClientAction::Service { action } => {
+            let cluster = Cluster {
+                client: client.clone(),
+                endpoint: endpoint.clone(),
+                timeout,
+            };
+            return crate::services::run(&cluster, action).await;
+        }
+        ClientAction::Group { action } => {
+            let cluster = Cluster {
+                client: client.clone(),
+                endpoint: endpoint.clone(),
+                timeout,
+            };
+            return crate::services::run_group(&cluster, action).await;
+        }
+        ClientAction::Job { action } => {
+            let cluster = |timeout| Cluster {
+                client: client.clone(),
+                endpoint: endpoint.clone(),
+                timeout,
+            };
+            // `job run` waits for the run to end, which may take far longer than a call.
+            let patient = cluster(timeout.max(crate::jobs::RUN_WAIT));
+            return crate::jobs::run(&cluster(timeout), &patient, action).await;
+        }
     }
     Ok(0)
 }
@@ -289,6 +354,15 @@ async fn call(
         body,
         ..Default::default()
     };
+    send(client, endpoint, request, timeout).await
+}
+
+async fn send(
+    client: &sluice_core::bus::Client,
+    endpoint: &str,
+    request: Envelope,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
     let reply = client.call(request, timeout).await.with_context(|| {
         format!(
             "no answer from {endpoint}: is the master running, and is your key registered \
@@ -299,6 +373,7 @@ async fn call(
         return Err(RemoteError {
             code: err.code,
             description: err.description,
+            info: serde_json::from_slice(&err.info_json).ok(),
         }
         .into());
     }

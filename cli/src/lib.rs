@@ -1,10 +1,12 @@
 //! The `sluice` command line: one module per command group.
 
 pub mod client;
+pub mod jobs;
 pub mod keys;
 pub mod load;
 pub mod orders;
 pub mod schema;
+pub mod services;
 
 use std::path::PathBuf;
 

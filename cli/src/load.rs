@@ -15,13 +15,15 @@ const EX_DATAERR: u8 = 65;
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Definition files: *.qwf.yaml, *.qstep.yaml, *.qerrors.yaml.
+    /// Definition files: *.qwf.yaml, *.qstep.yaml, *.qerrors.yaml, *.qsd.yaml (services),
+    /// *.qjob.yaml (jobs).
     #[arg(value_name = "FILE", required_unless_present_any = ["list", "delete"])]
     pub files: Vec<PathBuf>,
-    /// List the stored workflows, steps and errors definitions.
+    /// List the stored workflows, steps, errors definitions, services and jobs.
     #[arg(long, conflicts_with_all = ["files", "delete"])]
     pub list: bool,
-    /// Delete a stored definition: workflow:NAME:VERSION, step:NAME:VERSION or errors:NAME.
+    /// Delete a stored definition: workflow:NAME:VERSION, step:NAME:VERSION, errors:NAME,
+    /// service:NAME:VERSION or job:NAME:VERSION.
     #[arg(long, value_name = "TYPE:NAME[:VERSION]", conflicts_with = "files")]
     pub delete: Option<String>,
 }

@@ -281,6 +281,7 @@ pub async fn run(
                         "{} cannot take the request now: {err}",
                         id.boot.network_id
                     ),
+                    ..Default::default()
                 });
                 send(busy);
             }
@@ -322,7 +323,7 @@ pub async fn run(
                 let stop = request.method == "stop";
                 match answer(&id, &request, work.is_some()) {
                     Answer::Reply(reply) => {
-                        if let Err(err) = master.send(reply) {
+                        if let Err(err) = master.send(*reply) {
                             tracing::warn!("cannot answer {}: {err}", request.method);
                         }
                     }
@@ -342,7 +343,7 @@ pub async fn run(
                 touch();
                 let stop = incoming.envelope.method == "stop";
                 match answer(&id, &incoming.envelope, work.is_some()) {
-                    Answer::Reply(reply) => reply_direct(&direct_replier, &incoming.peer, reply),
+                    Answer::Reply(reply) => reply_direct(&direct_replier, &incoming.peer, *reply),
                     Answer::Forward => {
                         let replier = direct_replier.clone();
                         let peer = incoming.peer.clone();
@@ -458,7 +459,7 @@ async fn keep_in_touch(
 }
 
 enum Answer {
-    Reply(Envelope),
+    Reply(Box<Envelope>),
     /// For the process's own work.
     Forward,
     /// Not a request: nothing to answer.
@@ -482,7 +483,7 @@ fn answer(id: &Identity, request: &Envelope, has_work: bool) -> Answer {
         _ if has_work => return Answer::Forward,
         _ => reply = unknown_method(id, request),
     }
-    Answer::Reply(reply)
+    Answer::Reply(Box::new(reply))
 }
 
 fn unknown_method(id: &Identity, request: &Envelope) -> Envelope {
@@ -493,6 +494,7 @@ fn unknown_method(id: &Identity, request: &Envelope) -> Envelope {
         error: Some(sluice_proto::v1::Error {
             code: "UNKNOWN-METHOD".into(),
             description: format!("{} does not serve {}", id.boot.network_id, request.method),
+            ..Default::default()
         }),
         ..Default::default()
     }

@@ -11,7 +11,9 @@
 //! - [`interfaces`]: Qorus's interface definition files (YAML), parsed and validated.
 //! - [`logging`]: per-process log files plus stderr, through `tracing`.
 //! - [`home`]: the instance home directory (`$OMQ_DIR`) and its layout.
+//! - [`host_api`]: the callbacks steps, services and jobs share (events, service calls, orders).
 //! - [`runner`]: the Python runner that runs interface code, and its line-delimited JSON protocol.
+//! - [`schedule`]: job schedules: Qorus's cron grammar and fixed periods.
 //! - [`secret`]: a wrapper that keeps secrets out of logs and `Debug` output.
 
 pub mod audit;
@@ -19,11 +21,13 @@ pub mod bus;
 pub mod child;
 pub mod events;
 pub mod home;
+pub mod host_api;
 pub mod interfaces;
 pub mod keys;
 pub mod logging;
 pub mod options;
 pub mod runner;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 

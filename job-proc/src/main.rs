@@ -2,7 +2,7 @@
 //!
 //! The master starts this process and hands it its identity and keys on stdin (never argv
 //! or the environment); it is not meant to be started by hand. The loop it runs is
-//! `sluice_core::child`.
+//! `sluice_core::child`, with the job engine (`sluice_job_proc::run`) beside it.
 
 use std::process::ExitCode;
 
@@ -14,5 +14,6 @@ struct Args {}
 
 fn main() -> ExitCode {
     let _args = Args::parse();
-    ExitCode::from(sluice_core::child::main("job"))
+    let work: sluice_core::child::Work = Box::new(|ctx| Box::pin(sluice_job_proc::run(ctx)));
+    ExitCode::from(sluice_core::child::main_with("job", Some(work)))
 }

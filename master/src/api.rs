@@ -15,7 +15,7 @@ use sluice_core::keys;
 use sluice_core::store::Store;
 use sluice_proto::v1::{
     envelope::Kind, Envelope, EventList, EventQuery, Heartbeat, Interface, InterfaceList,
-    InterfaceRef, Register, RegisterReply, Registry, SystemStatus, UserEvent,
+    InterfaceRef, RaiseEvent, Register, RegisterReply, Registry, SystemStatus, UserEvent,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,6 +82,8 @@ const VERBS: &[(&str, Access)] = &[
     ("register", Access::Child),
     ("heartbeat", Access::Child),
     ("omq.system.raise-user-event", Access::Child),
+    ("omq.system.raise-event", Access::Child),
+    ("omq.system.retire", Access::Child),
     ("ping", Access::Read),
     ("omq.system.get-status", Access::Read),
     ("omq.system.get-events", Access::Read),
@@ -144,6 +146,43 @@ const VERBS: &[(&str, Access)] = &[
         "omq.system.add-order-note",
         Access::Permission("SET-ORDER-INFO"),
     ),
+    // Services (crate::services).
+    ("omq.system.call-service", Access::Read),
+    ("omq.system.list-services", Access::Read),
+    ("omq.system.get-service", Access::Read),
+    (
+        "omq.system.load-service",
+        Access::Permission("SERVICE-CONTROL"),
+    ),
+    (
+        "omq.system.unload-service",
+        Access::Permission("SERVICE-CONTROL"),
+    ),
+    (
+        "omq.system.reset-service",
+        Access::Permission("SERVICE-CONTROL"),
+    ),
+    // Jobs (crate::jobs).
+    ("omq.system.list-jobs", Access::Read),
+    ("omq.system.get-job", Access::Read),
+    ("omq.system.get-job-instances", Access::Read),
+    ("omq.system.run-job", Access::Permission("JOB-CONTROL")),
+    (
+        "omq.system.set-job-active",
+        Access::Permission("JOB-CONTROL"),
+    ),
+    ("omq.system.schedule-job", Access::Permission("JOB-CONTROL")),
+    (
+        "omq.system.set-job-expiry",
+        Access::Permission("JOB-CONTROL"),
+    ),
+    ("omq.system.reset-job", Access::Permission("JOB-CONTROL")),
+    // Interface groups (crate::groups).
+    ("omq.system.list-groups", Access::Read),
+    (
+        "omq.system.set-group-enabled",
+        Access::Permission("GROUP-CONTROL"),
+    ),
 ];
 
 /// Everything the dispatcher needs.
@@ -170,6 +209,40 @@ pub struct Api {
 pub struct ChildCalls {
     pub bus: sluice_core::bus::Bus,
     pub cluster_key: keys::KeyPair,
+    /// One connection per child endpoint, made on first use and kept: a service called
+    /// thousands of times a second must not pay a CURVE handshake per call.
+    pub connections:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, sluice_core::bus::Client>>>,
+}
+
+/// Most cached child connections; past it the cache is cleared (children that restarted
+/// have new endpoints, so old entries are dead weight).
+const MAX_CHILD_CONNECTIONS: usize = 256;
+
+impl ChildCalls {
+    pub fn new(bus: sluice_core::bus::Bus, cluster_key: keys::KeyPair) -> Self {
+        ChildCalls {
+            bus,
+            cluster_key,
+            connections: Arc::default(),
+        }
+    }
+
+    /// A connection to a child's own ROUTER endpoint.
+    pub fn connect(&self, endpoint: &str) -> Result<sluice_core::bus::Client, BusError> {
+        let mut cache = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = cache.get(endpoint) {
+            return Ok(client.clone());
+        }
+        if cache.len() >= MAX_CHILD_CONNECTIONS {
+            cache.clear();
+        }
+        let client = self
+            .bus
+            .connect(endpoint, self.cluster_key.public(), &self.cluster_key)?;
+        cache.insert(endpoint.to_string(), client.clone());
+        Ok(client)
+    }
 }
 
 /// How long a workflow process may take to reload its code.
@@ -193,8 +266,15 @@ impl Api {
                     tracing::debug!(method = %envelope.method, "request past its deadline dropped");
                     return;
                 }
-                let reply = api.dispatch(&peer.user_id, peer.clone(), &envelope).await;
-                send(&replier, &peer, reply_to(&envelope, reply));
+                let reply = if envelope.method == crate::services::CALL {
+                    crate::services::call(&api, &peer.user_id, &envelope).await
+                } else {
+                    reply_to(
+                        &envelope,
+                        api.dispatch(&peer.user_id, peer.clone(), &envelope).await,
+                    )
+                };
+                send(&replier, &peer, reply);
             });
         }
     }
@@ -322,6 +402,15 @@ impl Api {
                             format!("{} {}:{} is disabled", row.kind, row.name, row.version),
                         ));
                     }
+                    if row.blocked {
+                        return Err((
+                            "STATUS-ERROR",
+                            format!(
+                                "{} {}:{} is in a disabled interface group or past its expiry date",
+                                row.kind, row.name, row.version
+                            ),
+                        ));
+                    }
                     tracing::info!(user, network_id = %spec.network_id, "start requested");
                     self.supervisor.send(Command::Start(spec.clone()));
                 } else {
@@ -365,8 +454,36 @@ impl Api {
                 });
                 Ok(Vec::new())
             }
+            "omq.system.raise-event" => {
+                let event = RaiseEvent::decode(body).map_err(bad_body)?;
+                let caller = child.unwrap_or(user);
+                Ok(self.raise_child_event(caller, event).await)
+            }
+            "omq.system.retire" => {
+                let Some(network_id) = child else {
+                    return Err(("AUTHORIZATION-ERROR", "only a child may retire".into()));
+                };
+                tracing::info!(
+                    network_id,
+                    "the process has nothing more to do; stopping it"
+                );
+                let supervisor = self.supervisor.clone();
+                let network_id = network_id.to_string();
+                // Answered first: the stop waits for the process to exit.
+                tokio::spawn(async move { supervisor.stop_one(&network_id).await });
+                Ok(Vec::new())
+            }
             method if crate::orders::VERBS.contains(&method) => {
                 crate::orders::handle(self, user, method, body).await
+            }
+            method if crate::services::VERBS.contains(&method) => {
+                crate::services::handle(self, user, method, body).await
+            }
+            method if crate::jobs::VERBS.contains(&method) => {
+                crate::jobs::handle(self, user, method, body).await
+            }
+            method if crate::groups::VERBS.contains(&method) => {
+                crate::groups::handle(self, user, method, body).await
             }
             _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
         }
@@ -409,8 +526,7 @@ impl Api {
             ));
         };
         let client = calls
-            .bus
-            .connect(endpoint, calls.cluster_key.public(), &calls.cluster_key)
+            .connect(endpoint)
             .map_err(|e| ("RESET-ERROR", format!("cannot reach {network_id}: {e}")))?;
         let request = Envelope {
             method: "reset".into(),
@@ -458,8 +574,48 @@ impl Api {
         Ok(InterfaceList { interfaces })
     }
 
+    /// A system event a child raised about its own interface, with the audit record
+    /// `qorus.audit` asks for; returns the event id (big-endian u64).
+    async fn raise_child_event(&self, caller: &str, event: RaiseEvent) -> Vec<u8> {
+        let info: serde_json::Value =
+            serde_json::from_slice(&event.info_json).unwrap_or(serde_json::Value::Null);
+        let severity = match event.severity {
+            1 => Severity::Warning,
+            2 => Severity::Error,
+            3 => Severity::Fatal,
+            _ => Severity::Info,
+        };
+        let Some(code) = EventCode::from_code(event.event_code) else {
+            tracing::warn!(caller, "unknown event code {} raised", event.event_code);
+            return 0u64.to_be_bytes().to_vec();
+        };
+        use sluice_core::audit::AuditEventCode as A;
+        let audit = match code {
+            EventCode::ServiceStart => Some(A::ServiceStart),
+            EventCode::ServiceStop => Some(A::ServiceStop),
+            EventCode::JobStart => Some(A::JobStart),
+            EventCode::JobStop => Some(A::JobStop),
+            EventCode::JobInstanceStart => Some(A::JobInstanceStart),
+            EventCode::JobInstanceStop => Some(A::JobInstanceStop),
+            _ => None,
+        };
+        if let Some(audit) = audit {
+            sluice_core::audit::record(
+                &self.options,
+                &self.store,
+                audit,
+                sluice_core::audit::Caller::SYSTEM,
+                Some(info.to_string()),
+                Some(caller.to_string()),
+            )
+            .await;
+        }
+        let id = self.events.raise(code, severity, caller, info);
+        id.to_be_bytes().to_vec()
+    }
+
     /// The interface a request names; without a version, the newest loaded one.
-    async fn find_interface(
+    pub(crate) async fn find_interface(
         &self,
         wanted: &InterfaceRef,
     ) -> Result<sluice_core::store::InterfaceRow, (&'static str, String)> {
@@ -564,6 +720,7 @@ fn reply_to(request: &Envelope, result: Result<Vec<u8>, (&'static str, String)>)
             reply.error = Some(sluice_proto::v1::Error {
                 code: code.to_string(),
                 description,
+                ..Default::default()
             })
         }
     }

@@ -6,8 +6,11 @@
 //! with an operator-readable message and a sysexits-style exit code.
 
 pub mod api;
+pub mod groups;
 pub mod heartbeat;
+pub mod jobs;
 pub mod orders;
+pub mod services;
 pub mod shutdown;
 pub mod startup;
 pub mod supervisor;

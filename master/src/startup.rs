@@ -270,7 +270,7 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
     if options.autostart_interfaces() {
         match store.list_interfaces().await {
             Ok(rows) => {
-                for row in rows.iter().filter(|r| r.autostart && r.enabled) {
+                for row in rows.iter().filter(|r| r.starts_by_itself()) {
                     let Some(spec) = ChildSpec::for_interface(row) else {
                         continue;
                     };
@@ -579,10 +579,10 @@ fn start_bus(
         events_endpoint: events_endpoint.clone(),
         master_grace: options.master_grace(),
         options: Arc::new(options.clone()),
-        children: Some(crate::api::ChildCalls {
-            bus: bus.clone(),
-            cluster_key: cluster_key.clone(),
-        }),
+        children: Some(crate::api::ChildCalls::new(
+            bus.clone(),
+            cluster_key.clone(),
+        )),
     };
     tasks.push(tokio::spawn(api.clone().serve(control)));
     for server in servers {

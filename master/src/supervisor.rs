@@ -237,6 +237,10 @@ pub enum Published {
 #[derive(Clone)]
 pub struct Supervisor {
     tx: mpsc::UnboundedSender<Command>,
+    /// The registry as of the last change: read without a round trip through the actor,
+    /// so routing a call to an interface's process costs no message to the supervisor.
+    registry: tokio::sync::watch::Receiver<Arc<Vec<RegistryEntry>>>,
+    registry_tx: Arc<tokio::sync::watch::Sender<Arc<Vec<RegistryEntry>>>>,
     /// Child public key → network id, read by the ZAP handler during handshakes.
     keys: Arc<RwLock<HashMap<[u8; 32], String>>>,
 }
@@ -248,7 +252,16 @@ impl Supervisor {
     pub fn new() -> (Supervisor, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let keys = Arc::new(RwLock::new(HashMap::new()));
-        (Supervisor { tx, keys }, rx)
+        let (registry_tx, registry) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+        (
+            Supervisor {
+                tx,
+                keys,
+                registry,
+                registry_tx: Arc::new(registry_tx),
+            },
+            rx,
+        )
     }
 
     /// Starts the actor that owns every child.
@@ -271,6 +284,7 @@ impl Supervisor {
             children: HashMap::new(),
             stopping: Vec::new(),
             publish,
+            registry: self.registry_tx.clone(),
         };
         tokio::spawn(actor.run(mailbox))
     }
@@ -306,6 +320,16 @@ impl Supervisor {
         rx.await.unwrap_or(0) > 0
     }
 
+    /// The registry as of the last change, without asking the actor.
+    pub fn current_registry(&self) -> Arc<Vec<RegistryEntry>> {
+        self.registry.borrow().clone()
+    }
+
+    /// A receiver that sees every registry change (to wait for a process to come up).
+    pub fn watch_registry(&self) -> tokio::sync::watch::Receiver<Arc<Vec<RegistryEntry>>> {
+        self.registry.clone()
+    }
+
     pub async fn registry(&self) -> Vec<RegistryEntry> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Registry(tx));
@@ -331,6 +355,7 @@ struct Actor {
     /// Stop requests waiting for their children to exit.
     stopping: Vec<StopWaiter>,
     publish: mpsc::UnboundedSender<Published>,
+    registry: Arc<tokio::sync::watch::Sender<Arc<Vec<RegistryEntry>>>>,
 }
 
 impl Actor {
@@ -996,7 +1021,9 @@ impl Actor {
     }
 
     fn publish_registry(&self) {
-        let _ = self.publish.send(Published::Registry(self.registry()));
+        let entries = self.registry();
+        self.registry.send_replace(Arc::new(entries.clone()));
+        let _ = self.publish.send(Published::Registry(entries));
     }
 }
 

@@ -5,6 +5,7 @@
 //! processes with SIGTERM then SIGKILL after a grace period, and when a test fails the
 //! harness prints each process's command line, exit status, stderr tail and log tail.
 
+pub mod api;
 pub mod flow;
 
 use std::fs;

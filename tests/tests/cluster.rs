@@ -528,7 +528,11 @@ async fn interfaces_are_listed_autostarted_started_and_stopped() -> Result<()> {
     let db = inst.db().await?;
     for sql in [
         "INSERT INTO workflows (workflowid, name, version, autostart, created, modified) VALUES (1, 'ORDERS', '1.0', 1, 0, 0)",
-        "INSERT INTO services (serviceid, name, version, autostart, created, modified) VALUES (1, 'billing', '2.0', 0, 0, 0)",
+        "INSERT INTO code (code_hash, lang, source, created) VALUES ('billing0', 'python', \
+         'from svc import QorusService\nclass Billing(QorusService):\n    def ping(self):\n        return 1\n', 0)",
+        "INSERT INTO services (serviceid, name, version, autostart, class_name, code_hash, created, modified) \
+         VALUES (1, 'billing', '2.0', 0, 'Billing', 'billing0', 0, 0)",
+        "INSERT INTO service_methods (serviceid, name) VALUES (1, 'ping')",
         "INSERT INTO jobs (jobid, name, version, active, created, modified) VALUES (1, 'cleanup', '1.0', 0, 0, 0)",
     ] {
         db.execute(sql).await?;

@@ -4,18 +4,12 @@
 //! code, so a step that went on after `updateDynamicData` never sees its change lost.
 
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
-use prost::Message;
 use serde_json::Value;
 use sluice_core::runner::{CallbackError, CallbackFuture, Host};
 use sluice_core::store::engine::OrderTransition;
-use sluice_core::store::orders::NewOrder;
 
 use crate::Shared;
-
-/// How long a callback into the master (raising an event) may take.
-const MASTER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct EngineHost {
@@ -166,45 +160,15 @@ async fn dispatch(
             .await?;
             Ok(Value::Null)
         }
-        "raiseEvent" => {
-            let mut args = args.into_iter();
-            let info = args.next().unwrap_or(Value::Null);
-            let severity = args
-                .next()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "INFO".into());
-            let event = sluice_proto::v1::UserEvent {
-                severity,
-                info_json: info.to_string().into_bytes(),
-                caller: shared.network_id.clone(),
-            };
-            let request = sluice_proto::v1::Envelope {
-                method: "omq.system.raise-user-event".into(),
-                body: event.encode_to_vec(),
-                ..Default::default()
-            };
-            let reply = shared
-                .master
-                .call(request, MASTER_CALL_TIMEOUT)
-                .await
-                .map_err(|e| refuse("MASTER-UNAVAILABLE", e.to_string()))?;
-            if let Some(e) = reply.error {
-                return Err(refuse(&e.code, e.description));
-            }
-            Ok(Value::Null)
-        }
-        "createOrder" => create_order(shared, args).await,
-        "callService" => Err(refuse(
-            "NOT-SUPPORTED",
-            "calling services from workflow steps is not available yet",
-        )),
-        other => Err(refuse(
-            "UNKNOWN-API",
-            format!("the workflow engine has no API {other:?}"),
-        )),
+        other => match shared.api.common(other, args).await {
+            Some(result) => result,
+            None => Err(refuse(
+                "UNKNOWN-API",
+                format!("the workflow engine has no API {other:?}"),
+            )),
+        },
     }
 }
-
 fn scalar(v: Value) -> String {
     match v {
         Value::String(s) => s,
@@ -238,41 +202,4 @@ async fn commit(shared: &Shared, t: OrderTransition) -> Result<(), CallbackError
         )),
         Err(err) => Err(refuse("DATABASE-ERROR", err.to_string())),
     }
-}
-
-/// `UserApi.createOrder(name, data, version=None)`: `data` holds Qorus's createOrder keys
-/// (staticdata, dynamicdata, orderkeys, priority, scheduled, status, the unique keys).
-async fn create_order(shared: &Shared, args: Vec<Value>) -> Result<Value, CallbackError> {
-    let mut args = args.into_iter();
-    let name = match args.next() {
-        Some(Value::String(name)) => name,
-        _ => {
-            return Err(refuse(
-                "INVALID-ARGUMENT",
-                "createOrder takes the workflow name, then a dict of order data",
-            ))
-        }
-    };
-    let mut request = match args.next() {
-        Some(Value::Object(map)) => map,
-        Some(Value::Null) | None => Default::default(),
-        Some(other) => {
-            return Err(refuse(
-                "INVALID-ARGUMENT",
-                format!("createOrder's order data must be a dict, not {other}"),
-            ))
-        }
-    };
-    request.insert("name".into(), Value::String(name));
-    if let Some(version) = args.next().filter(|v| !v.is_null()) {
-        request.insert("version".into(), version);
-    }
-    let order: NewOrder = serde_json::from_value(Value::Object(request))
-        .map_err(|e| refuse("ORDER-DATA-ERROR", e.to_string()))?;
-    let id = shared
-        .store
-        .create_order(&order)
-        .await
-        .map_err(|e| refuse(e.code(), e.to_string()))?;
-    Ok(Value::from(id))
 }

@@ -74,6 +74,8 @@ pub struct Shared {
     /// Orders in flight, by id: callbacks from user code find their order here.
     pub orders: Mutex<HashMap<i64, Arc<order::OrderState>>>,
     pub master: sluice_core::bus::Client,
+    /// Events, service calls and orders from user code (shared with services and jobs).
+    pub api: sluice_core::host_api::HostApi,
 }
 
 impl Shared {
@@ -184,6 +186,11 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         stopping: ctx.stopping.clone(),
         orders: Mutex::new(HashMap::new()),
         master: ctx.master.clone(),
+        api: sluice_core::host_api::HostApi {
+            store: store.clone(),
+            master: ctx.master.clone(),
+            caller: ctx.boot.network_id.clone(),
+        },
     });
     host.attach(&shared);
 
@@ -349,6 +356,7 @@ async fn handle_request(
                 reply.error = Some(sluice_proto::v1::Error {
                     code: "RESET-ERROR".into(),
                     description: err.to_string(),
+                    ..Default::default()
                 })
             }
         },
@@ -356,6 +364,7 @@ async fn handle_request(
             reply.error = Some(sluice_proto::v1::Error {
                 code: "UNKNOWN-METHOD".into(),
                 description: format!("{} does not serve {other}", shared.network_id),
+                ..Default::default()
             })
         }
     }

@@ -1,5 +1,6 @@
-//! Qorus's interface definition files (`*.qwf.yaml`, `*.qstep.yaml`, `*.qerrors.yaml`),
-//! parsed and validated with the file and line of every problem.
+//! Qorus's interface definition files (`*.qwf.yaml`, `*.qstep.yaml`, `*.qerrors.yaml`,
+//! `*.qsd.yaml`, `*.qjob.yaml`), parsed and validated with the file and line of every
+//! problem.
 //!
 //! The YAML is walked node by node (not deserialized) so that every error and warning
 //! names the line it is about. Each file is read to the end whatever it contains, and a
@@ -12,7 +13,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod code;
 mod errors;
+mod job;
+mod service;
 mod step;
 mod workflow;
 mod yaml;
@@ -113,7 +117,7 @@ impl WorkflowDef {
     }
 }
 
-/// A step's code file, read and hashed.
+/// The code file of a step, service or job, read and hashed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Code {
     pub path: PathBuf,
@@ -133,6 +137,56 @@ pub struct StepDef {
     pub class_name: String,
     pub steptype: String,
     pub code: Code,
+}
+
+/// One method of a service, as its `methods` list declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceMethodDef {
+    pub name: String,
+    pub desc: Option<String>,
+    /// `none`, `read` or `write`.
+    pub lock: String,
+    pub internal: bool,
+    pub write: bool,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDef {
+    pub origin: Origin,
+    pub name: String,
+    pub version: String,
+    pub desc: Option<String>,
+    /// `USER`.
+    pub servicetype: String,
+    pub lang: String,
+    /// `QorusService`.
+    pub base_class_name: String,
+    pub class_name: String,
+    pub code: Code,
+    pub autostart: bool,
+    pub groups: Vec<String>,
+    /// At least one, each name once.
+    pub methods: Vec<ServiceMethodDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDef {
+    pub origin: Origin,
+    pub name: String,
+    pub version: String,
+    pub desc: Option<String>,
+    pub lang: String,
+    /// `QorusJob`.
+    pub base_class_name: String,
+    pub class_name: String,
+    pub code: Code,
+    pub schedule: crate::schedule::Schedule,
+    pub active: bool,
+    pub run_skipped: bool,
+    /// Ms since the epoch; the job does not run after it.
+    pub expiry_date: Option<i64>,
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,15 +216,19 @@ pub enum Definition {
     Workflow(WorkflowDef),
     Step(StepDef),
     Errors(ErrorsDef),
+    Service(ServiceDef),
+    Job(JobDef),
 }
 
 impl Definition {
-    /// `workflow`, `step` or `errors`: the file's `type`.
+    /// `workflow`, `step`, `errors`, `service` or `job`: the file's `type`.
     pub fn kind(&self) -> &'static str {
         match self {
             Definition::Workflow(_) => FileKind::Workflow.type_name(),
             Definition::Step(_) => FileKind::Step.type_name(),
             Definition::Errors(_) => FileKind::Errors.type_name(),
+            Definition::Service(_) => FileKind::Service.type_name(),
+            Definition::Job(_) => FileKind::Job.type_name(),
         }
     }
 
@@ -179,6 +237,8 @@ impl Definition {
             Definition::Workflow(d) => &d.name,
             Definition::Step(d) => &d.name,
             Definition::Errors(d) => &d.name,
+            Definition::Service(d) => &d.name,
+            Definition::Job(d) => &d.name,
         }
     }
 
@@ -188,6 +248,8 @@ impl Definition {
             Definition::Workflow(d) => Some(&d.version),
             Definition::Step(d) => Some(&d.version),
             Definition::Errors(_) => None,
+            Definition::Service(d) => Some(&d.version),
+            Definition::Job(d) => Some(&d.version),
         }
     }
 
@@ -197,6 +259,8 @@ impl Definition {
             Definition::Workflow(d) => &d.origin,
             Definition::Step(d) => &d.origin,
             Definition::Errors(d) => &d.origin,
+            Definition::Service(d) => &d.origin,
+            Definition::Job(d) => &d.origin,
         }
     }
 
@@ -215,13 +279,23 @@ pub enum FileKind {
     Workflow,
     Step,
     Errors,
+    Service,
+    Job,
 }
 
 impl FileKind {
+    pub const ALL: [FileKind; 5] = [
+        FileKind::Workflow,
+        FileKind::Step,
+        FileKind::Errors,
+        FileKind::Service,
+        FileKind::Job,
+    ];
+
     /// The kind a file name's suffix says, if it is one Sluice supports.
     pub fn from_path(path: &Path) -> Option<FileKind> {
         let name = path.file_name()?.to_str()?;
-        [FileKind::Workflow, FileKind::Step, FileKind::Errors]
+        FileKind::ALL
             .into_iter()
             .find(|k| name.ends_with(k.suffix()))
     }
@@ -231,6 +305,8 @@ impl FileKind {
             FileKind::Workflow => ".qwf.yaml",
             FileKind::Step => ".qstep.yaml",
             FileKind::Errors => ".qerrors.yaml",
+            FileKind::Service => ".qsd.yaml",
+            FileKind::Job => ".qjob.yaml",
         }
     }
 
@@ -240,6 +316,8 @@ impl FileKind {
             FileKind::Workflow => "workflow",
             FileKind::Step => "step",
             FileKind::Errors => "errors",
+            FileKind::Service => "service",
+            FileKind::Job => "job",
         }
     }
 }
@@ -317,12 +395,17 @@ fn parse_definition(ctx: &mut yaml::Ctx, path: &Path, text: &str) -> Option<Defi
     let Some(kind) = FileKind::from_path(path) else {
         ctx.error(
             1,
-            "unsupported file type; expected .qwf.yaml, .qstep.yaml or .qerrors.yaml \
-             (services .qsd.yaml and jobs .qjob.yaml arrive later)",
+            "unsupported file type; expected .qwf.yaml, .qstep.yaml, .qerrors.yaml, \
+             .qsd.yaml or .qjob.yaml",
         );
         return None;
     };
-    let root = yaml::parse(ctx, text)?;
+    let Some(root) = yaml::parse(ctx, text) else {
+        if kind == FileKind::Job {
+            hint_unquoted_star(ctx, text);
+        }
+        return None;
+    };
     let marked_yaml::Node::Mapping(map) = &root else {
         ctx.error(
             yaml::line(&root),
@@ -376,6 +459,22 @@ fn parse_definition(ctx: &mut yaml::Ctx, path: &Path, text: &str) -> Option<Defi
         FileKind::Workflow => workflow::parse(ctx, map).map(Definition::Workflow),
         FileKind::Step => step::parse(ctx, map).map(Definition::Step),
         FileKind::Errors => errors::parse(ctx, map).map(Definition::Errors),
+        FileKind::Service => service::parse(ctx, map).map(Definition::Service),
+        FileKind::Job => job::parse(ctx, map).map(Definition::Job),
+    }
+}
+
+/// `minutes: */5` unquoted is a YAML alias (`*name`), and the parser's complaint about an
+/// unknown anchor does not say so: add how to write it.
+fn hint_unquoted_star(ctx: &mut yaml::Ctx, text: &str) {
+    let Some(last) = ctx.errors.last_mut() else {
+        return;
+    };
+    let written = text.lines().nth(last.origin.line.saturating_sub(1));
+    if written.is_some_and(|l| l.contains(": *") || l.contains(":*")) {
+        last.message.push_str(
+            " (an unquoted '*' starts a YAML alias: quote cron fields, e.g. minutes: \"*/5\")",
+        );
     }
 }
 

@@ -1,10 +1,10 @@
 //! `NAME-VERSION.qstep.yaml`: a step and its code file.
 
 use marked_yaml::types::MarkedMappingNode;
-use sha2::{Digest, Sha256};
 
+use super::code;
 use super::yaml::{Ctx, Fields};
-use super::{Code, StepDef};
+use super::StepDef;
 
 const KEYS: &[&str] = &[
     "type",
@@ -19,7 +19,6 @@ const KEYS: &[&str] = &[
     "steptype",
 ];
 
-const SUPPORTED_LANG: &str = "python";
 const SUPPORTED_BASE_CLASS: &str = "QorusNormalStep";
 const SUPPORTED_STEPTYPE: &str = "NORMAL";
 /// Qorus step types that Sluice knows of but does not run yet.
@@ -30,38 +29,11 @@ pub(super) fn parse(ctx: &mut Ctx, map: &MarkedMappingNode) -> Option<StepDef> {
     let name = fields.req_ident(ctx, "name");
     let version = fields.req_ident(ctx, "version");
     let desc = fields.opt_string(ctx, "desc").map(|(d, _)| d);
-    let lang = fields.req_string(ctx, "lang").and_then(|(lang, line)| {
-        if lang == SUPPORTED_LANG {
-            Some(lang)
-        } else {
-            ctx.error(
-                line,
-                format!("lang '{lang}' is not supported; Sluice supports only '{SUPPORTED_LANG}'"),
-            );
-            None
-        }
-    });
-    let base_class_name = fields
-        .req_string(ctx, "base-class-name")
-        .and_then(|(base, line)| {
-            if base == SUPPORTED_BASE_CLASS {
-                Some(base)
-            } else {
-                ctx.error(
-                    line,
-                    format!(
-                        "base-class-name '{base}' is not supported yet; \
-                         Sluice supports only {SUPPORTED_BASE_CLASS} now"
-                    ),
-                );
-                None
-            }
-        });
+    let lang = code::lang(ctx, &fields);
+    let base_class_name = code::base_class(ctx, &fields, SUPPORTED_BASE_CLASS);
     let class_name = fields.req_string(ctx, "class-name").map(|(c, _)| c);
     let steptype = steptype(ctx, &fields);
-    let code = fields
-        .req_string(ctx, "code")
-        .and_then(|(file, line)| read_code(ctx, &file, line));
+    let code = code::code(ctx, &fields);
     Some(StepDef {
         origin: ctx.origin(fields.line()),
         name: name?,
@@ -106,35 +78,4 @@ fn steptype(ctx: &mut Ctx, fields: &Fields<'_>) -> Option<String> {
         );
         None
     }
-}
-
-/// Reads the code file named relative to the YAML file's directory, as Qorus's oload does.
-fn read_code(ctx: &mut Ctx, file: &str, line: usize) -> Option<Code> {
-    let dir = ctx.file().parent().unwrap_or(std::path::Path::new(""));
-    let path = dir.join(file);
-    match std::fs::read_to_string(&path) {
-        Ok(source) => {
-            let hash = hex(&Sha256::digest(source.as_bytes()));
-            Some(Code { path, source, hash })
-        }
-        Err(err) => {
-            ctx.error(
-                line,
-                format!(
-                    "key 'code': cannot read code file '{file}' ({}): {err}",
-                    path.display()
-                ),
-            );
-            None
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -456,10 +456,22 @@ fn type_must_match_the_file_suffix() {
     assert_eq!(line, 1);
     assert!(message.contains("missing required key 'type'"), "{message}");
 
-    let (line, message) = one_error(parse_text(Path::new("svc-1.0.qsd.yaml"), "type: service\n"));
+    let (line, message) = one_error(parse_text(
+        Path::new("svc-1.0.qclass.yaml"),
+        "type: class\n",
+    ));
+    assert_eq!(
+        (line, message.as_str()),
+        (
+            1,
+            "unsupported file type; expected .qwf.yaml, .qstep.yaml, .qerrors.yaml, \
+             .qsd.yaml or .qjob.yaml"
+        )
+    );
+    let (line, message) = one_error(parse_text(Path::new("J-1.qjob.yaml"), "type: service\n"));
     assert_eq!(line, 1);
     assert!(
-        message.starts_with("unsupported file type") && message.contains(".qsd.yaml"),
+        message.contains("a .qjob.yaml file has 'type: job'"),
         "{message}"
     );
 }
@@ -678,5 +690,573 @@ fn an_empty_file_says_so() {
             1,
             "the file is empty; expected 'type: workflow' and the definition's keys".to_string()
         )
+    );
+}
+
+/// A directory with the code file `code.py`, for service and job files.
+fn code_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("code.py"), "class C: pass\n").expect("write");
+    dir
+}
+
+/// Every error's line and message (warnings left out).
+fn errors_of(result: Result<Loaded, LoadError>) -> Vec<(usize, String)> {
+    let err = result.expect_err("expected errors");
+    err.diagnostics
+        .iter()
+        .filter(|d| !d.message.starts_with(WARNING_PREFIX))
+        .map(|d| (d.origin.line, d.message.clone()))
+        .collect()
+}
+
+fn service(loaded: &Loaded) -> &ServiceDef {
+    match loaded.definitions.as_slice() {
+        [Definition::Service(s)] => s,
+        other => panic!("expected one service, got {other:?}"),
+    }
+}
+
+fn job(loaded: &Loaded) -> &JobDef {
+    match loaded.definitions.as_slice() {
+        [Definition::Job(j)] => j,
+        other => panic!("expected one job, got {other:?}"),
+    }
+}
+
+/// A minimal valid service; `extra` is appended (lines 9 on).
+fn service_text(extra: &str) -> String {
+    format!(
+        "type: service\nname: S\nversion: 1.0\nlang: python\nbase-class-name: QorusService\n\
+         class-name: S\ncode: code.py\nmethods: [{{name: echo}}]\n{extra}"
+    )
+}
+
+/// A minimal valid job; `extra` is appended (lines 8 on).
+fn job_text(extra: &str) -> String {
+    format!(
+        "type: job\nname: J\nversion: 1.0\nlang: python\nbase-class-name: QorusJob\n\
+         class-name: J\ncode: code.py\n{extra}"
+    )
+}
+
+const EVERY_5: &str = "schedule: {minutes: '*/5', hours: '*', days: '*', months: '*', dow: '*'}\n";
+
+#[test]
+fn service_file_with_methods_and_qorus_extras() {
+    let dir = code_dir();
+    let path = dir.path().join("S-1.0.qsd.yaml");
+    let text = "\
+type: service
+name: S
+version: 1.0
+desc: a service
+author: someone
+servicetype: USER
+lang: python
+class-based: true
+base-class-name: QorusService
+class-name: S
+code: code.py
+autostart: true
+groups: [shop, ops]
+resource: [templates/a.html]
+methods:
+  - name: echo
+    desc: returns its arguments
+  - name: info
+    lock: WRITE
+    internal: true
+    write: true
+    author: someone
+  - {name: _private, lock: read}
+";
+    let loaded = parse_text(&path, text).expect("valid service");
+    // `resource` is warned about and ignored; `class-based` is accepted silently.
+    let warnings: Vec<_> = loaded
+        .warnings
+        .iter()
+        .map(|w| (w.origin.line, w.message.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [(
+            14,
+            "unknown key 'resource' ignored (not supported by Sluice yet)"
+        )]
+    );
+    let s = service(&loaded);
+    assert_eq!(
+        (s.name.as_str(), s.version.as_str(), s.origin.line),
+        ("S", "1.0", 1)
+    );
+    assert_eq!(s.desc.as_deref(), Some("a service"));
+    assert_eq!(
+        (
+            s.servicetype.as_str(),
+            s.lang.as_str(),
+            s.base_class_name.as_str(),
+            s.class_name.as_str()
+        ),
+        ("USER", "python", "QorusService", "S")
+    );
+    assert!(s.autostart);
+    assert_eq!(s.groups, ["shop", "ops"]);
+    assert_eq!(s.code.path, dir.path().join("code.py"));
+    assert_eq!(s.code.source, "class C: pass\n");
+    assert_eq!(s.code.hash.len(), 64);
+    let methods: Vec<_> = s
+        .methods
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {:?} {} {} {} @{}",
+                m.name, m.desc, m.lock, m.internal, m.write, m.origin.line
+            )
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "echo Some(\"returns its arguments\") none false false @16",
+            "info None write true true @18",
+            "_private None read false false @23",
+        ]
+    );
+}
+
+#[test]
+fn service_defaults() {
+    let dir = code_dir();
+    let loaded = parse_text(&dir.path().join("S-1.0.qsd.yaml"), &service_text("")).expect("valid");
+    let s = service(&loaded);
+    assert_eq!(s.servicetype, "USER");
+    assert!(!s.autostart);
+    assert!(s.groups.is_empty() && s.desc.is_none());
+    assert_eq!(s.methods.len(), 1);
+    assert_eq!(
+        (
+            s.methods[0].lock.as_str(),
+            s.methods[0].internal,
+            s.methods[0].write
+        ),
+        ("none", false, false)
+    );
+}
+
+#[test]
+fn bad_service_files() {
+    let dir = code_dir();
+    let path = dir.path().join("S-1.0.qsd.yaml");
+    let parse = |text: &str| parse_text(&path, text);
+
+    let (line, message) = one_error(parse(&service_text("servicetype: SYSTEM\n")));
+    assert_eq!(line, 9);
+    assert!(
+        message.starts_with("servicetype SYSTEM is not supported"),
+        "{message}"
+    );
+    assert_eq!(
+        one_error(parse(&service_text("servicetype: other\n"))),
+        (
+            9,
+            "key 'servicetype': 'other' is not one of USER (the default)".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(
+            &service_text("").replace("lang: python", "lang: qore")
+        )),
+        (
+            4,
+            "lang 'qore' is not supported; Sluice supports only 'python'".to_string()
+        )
+    );
+    let (line, message) = one_error(parse(
+        &service_text("").replace("QorusService", "QorusSystemService"),
+    ));
+    assert_eq!(line, 5);
+    assert!(message.contains("only QorusService"), "{message}");
+    assert_eq!(
+        one_error(parse(&service_text("autostart: 1\n"))),
+        (
+            9,
+            "key 'autostart': expected true or false, found '1'".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&service_text("").replace("code.py", "nope.py"))).0,
+        7
+    );
+
+    // methods: required, a non-empty list of mappings.
+    let no_methods = service_text("").replace("methods: [{name: echo}]\n", "");
+    assert_eq!(
+        one_error(parse(&no_methods)),
+        (1, "service is missing required key 'methods'".to_string())
+    );
+    assert_eq!(
+        one_error(parse(&format!("{no_methods}methods: []\n"))),
+        (
+            8,
+            "key 'methods': a service needs at least one method".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&format!("{no_methods}methods: echo\n"))),
+        (
+            8,
+            "key 'methods': expected a list of methods, found 'echo'".to_string()
+        )
+    );
+    let text = format!(
+        "{no_methods}methods:\n  - echo\n  - desc: nameless\n  - name: a b\n  - name: x\n    lock: exclusive\n    internal: 'no'\n  - name: y\n  - name: y\n"
+    );
+    assert_eq!(
+        errors_of(parse(&text)),
+        [
+            (
+                9,
+                "key 'methods': expected a mapping with 'name', 'desc', ..., found 'echo'"
+                    .to_string()
+            ),
+            (10, "method is missing required key 'name'".to_string()),
+            (
+                11,
+                "key 'name': method 'a b' is not a valid Python method name \
+                 (letters, digits and '_', not starting with a digit)"
+                    .to_string()
+            ),
+            (
+                13,
+                "key 'lock': 'exclusive' is not one of none, read, write".to_string()
+            ),
+            (
+                14,
+                "key 'internal': expected true or false, found 'no'".to_string()
+            ),
+            (
+                16,
+                "method 'y' is defined more than once (first at line 15)".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn job_file_with_a_cron_schedule() {
+    let dir = code_dir();
+    let path = dir.path().join("J-1.0.qjob.yaml");
+    let text = "\
+type: job
+name: J
+version: 1.0
+desc: cleans up
+author: someone
+lang: python
+base-class-name: QorusJob
+class-name: J
+class-based: true
+code: code.py
+schedule:
+  minutes: 0
+  hours: '9-17'
+  days: '*'
+  months: jan-jun
+  dow: mon-fri
+active: false
+run-skipped: true
+expiry-date: 2027-01-01T00:00:00Z
+groups: [ops]
+";
+    let loaded = parse_text(&path, text).expect("valid job");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let j = job(&loaded);
+    assert_eq!(
+        (j.name.as_str(), j.version.as_str(), j.class_name.as_str()),
+        ("J", "1.0", "J")
+    );
+    assert_eq!(j.base_class_name, "QorusJob");
+    assert_eq!(j.desc.as_deref(), Some("cleans up"));
+    assert_eq!(j.code.source, "class C: pass\n");
+    let crate::schedule::Schedule::Cron(cron) = &j.schedule else {
+        panic!("expected a cron schedule: {:?}", j.schedule);
+    };
+    // An unquoted number is kept as written.
+    assert_eq!(cron.fields(), ["0", "9-17", "*", "jan-jun", "mon-fri"]);
+    assert_eq!(j.schedule.describe(), "0 9-17 * jan-jun mon-fri");
+    assert!(!j.active && j.run_skipped);
+    assert_eq!(j.expiry_date, Some(1_798_761_600_000));
+    assert_eq!(j.groups, ["ops"]);
+}
+
+#[test]
+fn job_defaults_recurring_and_expiry_forms() {
+    let dir = code_dir();
+    let path = dir.path().join("J-1.0.qjob.yaml");
+    let loaded = parse_text(&path, &job_text("recurring: 90\n")).expect("valid");
+    let j = job(&loaded);
+    assert_eq!(
+        j.schedule,
+        crate::schedule::Schedule::Recurring(std::time::Duration::from_secs(90))
+    );
+    assert!(j.active && !j.run_skipped);
+    assert_eq!(j.expiry_date, None);
+    assert!(j.groups.is_empty());
+
+    // Local forms are read in the system time zone.
+    let tz = jiff::tz::TimeZone::system();
+    let local = |y, m, d, h| {
+        jiff::civil::date(y, m, d)
+            .at(h, 0, 0, 0)
+            .to_zoned(tz.clone())
+            .expect("local time")
+            .timestamp()
+            .as_millisecond()
+    };
+    for (written, expected) in [
+        ("2027-01-01", local(2027, 1, 1, 0)),
+        ("'2027-01-01 06:00:00'", local(2027, 1, 1, 6)),
+        ("2027-01-01T06:00", local(2027, 1, 1, 6)),
+        ("2027-01-01T06:00:00+01:00", 1_798_779_600_000),
+    ] {
+        let text = job_text(&format!("{EVERY_5}expiry-date: {written}\n"));
+        let loaded = parse_text(&path, &text).expect(written);
+        assert_eq!(job(&loaded).expiry_date, Some(expected), "{written}");
+    }
+}
+
+#[test]
+fn bad_job_schedules_name_their_lines() {
+    let dir = code_dir();
+    let path = dir.path().join("J-1.0.qjob.yaml");
+    let parse = |text: &str| parse_text(&path, text);
+
+    assert_eq!(
+        one_error(parse(&job_text(""))),
+        (
+            1,
+            "job is missing required key 'schedule' (or 'recurring': a period in seconds)"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&job_text(&format!("{EVERY_5}recurring: 60\n")))),
+        (
+            9,
+            "a job has either 'schedule' or 'recurring', not both".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&job_text("recurring: 0\n"))),
+        (
+            8,
+            "key 'recurring': 0 is too small (the minimum is 1)".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&job_text("recurring: '60'\n"))),
+        (
+            8,
+            "key 'recurring': expected an integer, found '60'".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&job_text("schedule: '*/5 * * * *'\n"))),
+        (
+            8,
+            "key 'schedule': expected a mapping of minutes, hours, days, months and dow, \
+             found '*/5 * * * *'"
+                .to_string()
+        )
+    );
+    // Every missing field, at the schedule's mapping; an unknown one warned.
+    let text = job_text("schedule:\n  minutes: 0\n  hours: 1\n  weeks: 2\n");
+    let err = parse(&text).expect_err("incomplete schedule");
+    let got: Vec<_> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.origin.line, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (9, "schedule is missing required key 'days'"),
+            (9, "schedule is missing required key 'months'"),
+            (9, "schedule is missing required key 'dow'"),
+            (
+                11,
+                "warning: unknown key 'weeks' ignored (not supported by Sluice yet)"
+            ),
+        ]
+    );
+    // Each bad field at its own line.
+    let text = job_text(
+        "schedule:\n  minutes: 61\n  hours: [1]\n  days: '*'\n  months: '*'\n  dow: '*'\n",
+    );
+    assert_eq!(
+        errors_of(parse(&text)),
+        [(
+            10,
+            "key 'hours': expected a string or an integer, found a list".to_string()
+        )]
+    );
+    let text = job_text(
+        "schedule:\n  minutes: 61\n  hours: '10-5'\n  days: '1,'\n  months: '*/0'\n  dow: funday\n",
+    );
+    assert_eq!(
+        errors_of(parse(&text)),
+        [
+            (9, "schedule: minutes: 61 is out of range 0-59".to_string()),
+            (
+                10,
+                "schedule: hours: range 10-5 is reversed (10 > 5)".to_string()
+            ),
+            (11, "schedule: days: trailing comma in '1,'".to_string()),
+            (
+                12,
+                "schedule: months: step 0 in '*/0': a step must be at least 1".to_string()
+            ),
+            (
+                13,
+                "schedule: dow: 'funday' is not a number or day name".to_string()
+            ),
+        ]
+    );
+    // The diagnostic's full form, as `sluice load` prints it.
+    let text = job_text(
+        "schedule:\n  minutes: 61\n  hours: '*'\n  days: '*'\n  months: '*'\n  dow: '*'\n",
+    );
+    let err = parse(&text).expect_err("bad minutes");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:9: schedule: minutes: 61 is out of range 0-59",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn bad_job_keys() {
+    let dir = code_dir();
+    let path = dir.path().join("J-1.0.qjob.yaml");
+    let parse = |text: &str| parse_text(&path, text);
+    assert_eq!(
+        one_error(parse(&job_text(&format!("{EVERY_5}active: maybe\n")))),
+        (
+            9,
+            "key 'active': expected true or false, found 'maybe'".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&job_text(&format!("{EVERY_5}run-skipped: 1\n")))),
+        (
+            9,
+            "key 'run-skipped': expected true or false, found '1'".to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&job_text(&format!(
+            "{EVERY_5}expiry-date: next year\n"
+        )))),
+        (
+            9,
+            "key 'expiry-date': 'next year' is not a date; expected e.g. \
+             2027-01-01T00:00:00Z, 2027-01-01 00:00:00 (local time) or 2027-01-01"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        one_error(parse(&job_text(&format!("{EVERY_5}expiry-date: [1]\n")))),
+        (
+            9,
+            "key 'expiry-date': expected a string, found a list".to_string()
+        )
+    );
+    let (line, message) = one_error(parse(
+        &job_text(EVERY_5).replace("QorusJob", "QorusService"),
+    ));
+    assert_eq!(line, 5);
+    assert!(message.contains("only QorusJob"), "{message}");
+    assert_eq!(
+        one_error(parse(
+            &job_text(EVERY_5).replace("lang: python", "lang: java")
+        ))
+        .0,
+        4
+    );
+}
+
+#[test]
+fn duplicate_services_and_jobs_across_files() {
+    let dir = code_dir();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let paths = vec![
+        write("S-1.0.qsd.yaml", &service_text("")),
+        write("again.qsd.yaml", &service_text("")),
+        write("J-1.0.qjob.yaml", &job_text(EVERY_5)),
+        write("again.qjob.yaml", &format!("\n{}", job_text(EVERY_5))),
+        // The same name as a service and a job, or another version: not duplicates.
+        write(
+            "S.qjob.yaml",
+            &job_text(EVERY_5).replace("name: J", "name: S"),
+        ),
+        write(
+            "S-2.0.qsd.yaml",
+            &service_text("").replace("version: 1.0", "version: 2.0"),
+        ),
+    ];
+    let err = parse_files(&paths).expect_err("duplicates");
+    let got: Vec<_> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.origin.file.clone(), d.origin.line, d.message.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                paths[1].clone(),
+                1,
+                format!(
+                    "duplicate definition: service 'S' version '1.0' is also defined at {}:1",
+                    paths[0].display()
+                )
+            ),
+            (
+                paths[3].clone(),
+                2,
+                format!(
+                    "duplicate definition: job 'J' version '1.0' is also defined at {}:1",
+                    paths[2].display()
+                )
+            ),
+        ]
+    );
+    let mut ok = paths.clone();
+    ok.remove(3);
+    ok.remove(1);
+    assert_eq!(
+        parse_files(&ok).expect("no duplicates").definitions.len(),
+        4
+    );
+}
+
+#[test]
+fn unquoted_star_in_a_schedule_gets_a_hint() {
+    let dir = code_dir();
+    let path = dir.path().join("J-1.0.qjob.yaml");
+    let text = job_text("schedule:\n  minutes: */5\n  hours: '*'\n");
+    let (line, message) = one_error(parse_text(&path, &text));
+    assert_eq!(line, 9);
+    assert!(
+        message.starts_with("YAML syntax error")
+            && message.ends_with("quote cron fields, e.g. minutes: \"*/5\")"),
+        "{message}"
     );
 }

@@ -211,6 +211,16 @@ pub struct InterfaceRow {
     /// Workflows: autostart > 0; services: autostart; jobs: active.
     pub autostart: bool,
     pub enabled: bool,
+    /// Kept from starting: a member of a disabled interface group, or a job past its
+    /// expiry date.
+    pub blocked: bool,
+}
+
+impl InterfaceRow {
+    /// Whether the system starts it by itself (startup step 6, a group enabled again).
+    pub fn starts_by_itself(&self) -> bool {
+        self.autostart && self.enabled && !self.blocked
+    }
 }
 
 impl Store {
@@ -220,20 +230,36 @@ impl Store {
         // one statement serves both backends.
         const SQL: &str = "SELECT 'workflow' AS kind, workflowid AS id, name, version, \
                  CAST(CASE WHEN autostart > 0 THEN 1 ELSE 0 END AS BIGINT) AS autostart, \
-                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled FROM workflows \
+                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, \
+                 CAST(0 AS BIGINT) AS expired FROM workflows \
              UNION ALL SELECT 'service', serviceid, name, version, \
                  CAST(CASE WHEN autostart THEN 1 ELSE 0 END AS BIGINT), \
-                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) FROM services \
+                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT), \
+                 CAST(0 AS BIGINT) FROM services \
              UNION ALL SELECT 'job', jobid, name, version, \
                  CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT), \
-                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) FROM jobs \
+                 CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT), \
+                 CAST(CASE WHEN expiry_date IS NOT NULL AND expiry_date <= $1 THEN 1 ELSE 0 END \
+                      AS BIGINT) FROM jobs \
              ORDER BY 1, 3, 4";
-        let rows: Vec<(String, i64, String, String, i64, i64)> =
-            on_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await?);
+        // Members of disabled groups, by (type, id).
+        let disabled: Vec<(String, i64)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT m.object_type, m.object_id FROM group_members m \
+             JOIN groups g ON g.name = m.group_name WHERE NOT g.enabled"
+        )
+        .fetch_all(pool)
+        .await?);
+        let rows: Vec<(String, i64, String, String, i64, i64, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(crate::now_ms())
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows
             .into_iter()
             .map(
-                |(kind, id, name, version, autostart, enabled)| InterfaceRow {
+                |(kind, id, name, version, autostart, enabled, expired)| InterfaceRow {
+                    blocked: expired != 0 || disabled.iter().any(|(t, i)| *t == kind && *i == id),
                     kind,
                     id,
                     name,

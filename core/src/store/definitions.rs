@@ -7,7 +7,10 @@
 
 use std::collections::HashMap;
 
-use crate::interfaces::{Definition, Diagnostic, ErrorsDef, Loaded, StepDef, WorkflowDef};
+use crate::interfaces::{
+    Code, Definition, Diagnostic, ErrorsDef, JobDef, Loaded, ServiceDef, StepDef, WorkflowDef,
+};
+use crate::schedule::Schedule;
 
 use super::{on_pool, Store, StoreError};
 
@@ -64,23 +67,176 @@ fn errors_json(def: &ErrorsDef) -> String {
     .to_string()
 }
 
+/// The first 12 hex digits of a code hash, as load reports show it.
+fn short_hash(code: &Code) -> &str {
+    &code.hash[..12.min(code.hash.len())]
+}
+
+/// A stored service's columns, methods and groups, to tell "unchanged" from "updated".
+type ServiceRow = (
+    Option<String>,
+    String,
+    bool,
+    String,
+    Option<String>,
+    Option<String>,
+);
+type MethodRow = (String, Option<String>, String, bool, bool);
+
+fn service_row(svc: &ServiceDef) -> ServiceRow {
+    (
+        svc.desc.clone(),
+        svc.servicetype.clone(),
+        svc.autostart,
+        svc.lang.clone(),
+        Some(svc.class_name.clone()),
+        Some(svc.code.hash.clone()),
+    )
+}
+
+fn method_rows(svc: &ServiceDef) -> Vec<MethodRow> {
+    let mut rows: Vec<MethodRow> = svc
+        .methods
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.desc.clone(),
+                m.lock.clone(),
+                m.internal,
+                m.write,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// A job's schedule as the jobs table holds it: the five cron fields as written, or the
+/// period in seconds.
+struct ScheduleColumns {
+    cron: [Option<String>; 5],
+    recurring: Option<i64>,
+}
+
+fn schedule_columns(schedule: &Schedule) -> ScheduleColumns {
+    match schedule {
+        Schedule::Cron(cron) => ScheduleColumns {
+            cron: cron.fields().map(|f| Some(f.to_string())),
+            recurring: None,
+        },
+        Schedule::Recurring(period) => ScheduleColumns {
+            cron: Default::default(),
+            recurring: Some(i64::try_from(period.as_secs()).unwrap_or(i64::MAX)),
+        },
+    }
+}
+
+/// A stored job's definition columns (not its run state), to tell "unchanged" from "updated".
+#[derive(PartialEq, sqlx::FromRow)]
+struct JobRow {
+    description: Option<String>,
+    lang: String,
+    class_name: Option<String>,
+    code_hash: Option<String>,
+    active: bool,
+    run_skipped: bool,
+    minute: Option<String>,
+    hour: Option<String>,
+    day: Option<String>,
+    month: Option<String>,
+    wday: Option<String>,
+    recurring: Option<i64>,
+    expiry_date: Option<i64>,
+}
+
+fn job_row(job: &JobDef) -> JobRow {
+    let ScheduleColumns { cron, recurring } = schedule_columns(&job.schedule);
+    let [minute, hour, day, month, wday] = cron;
+    JobRow {
+        description: job.desc.clone(),
+        lang: job.lang.clone(),
+        class_name: Some(job.class_name.clone()),
+        code_hash: Some(job.code.hash.clone()),
+        active: job.active,
+        run_skipped: job.run_skipped,
+        minute,
+        hour,
+        day,
+        month,
+        wday,
+        recurring,
+        expiry_date: job.expiry_date,
+    }
+}
+
+/// Stores code once per hash (`$tx` is a transaction of either backend).
+macro_rules! store_code {
+    ($tx:ident, $lang:expr, $code:expr, $now:expr) => {{
+        let code: &Code = $code;
+        sqlx::query(
+            "INSERT INTO code (code_hash, lang, source, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (code_hash) DO NOTHING",
+        )
+        .bind(&code.hash)
+        .bind($lang)
+        .bind(&code.source)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+/// The groups an interface belongs to, sorted (`$kind`: 'workflow', 'service' or 'job').
+macro_rules! member_groups {
+    ($tx:ident, $kind:expr, $id:expr) => {{
+        let groups: Vec<String> = sqlx::query_scalar(
+            "SELECT group_name FROM group_members WHERE object_type = $1 AND object_id = $2 \
+             ORDER BY group_name",
+        )
+        .bind($kind)
+        .bind($id)
+        .fetch_all(&mut *$tx)
+        .await?;
+        groups
+    }};
+}
+
+/// Makes an interface a member of each group, creating the groups that do not exist yet.
+macro_rules! join_groups {
+    ($tx:ident, $groups:expr, $kind:expr, $id:expr, $now:expr) => {{
+        for group in $groups {
+            let group: &String = group;
+            sqlx::query(
+                "INSERT INTO groups (name, description, enabled, created, modified) \
+                 VALUES ($1, 'created by sluice load', TRUE, $2, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(group)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO group_members (group_name, object_type, object_id) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(group)
+            .bind($kind)
+            .bind($id)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
 /// The body of a load, written once for both backends (`$tx` is a transaction of either).
 macro_rules! load_in_tx {
-    ($tx:ident, $store_steps:expr, $errors:expr, $workflows:expr, $now:expr) => {{
+    ($tx:ident, $store_steps:expr, $errors:expr, $services:expr, $jobs:expr, $workflows:expr, $now:expr) => {{
         let mut lines = Vec::new();
         let mut step_ids: HashMap<(String, String), i64> = HashMap::new();
         for step in $store_steps {
             let step: &StepDef = step;
-            sqlx::query(
-                "INSERT INTO code (code_hash, lang, source, created) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (code_hash) DO NOTHING",
-            )
-            .bind(&step.code.hash)
-            .bind(&step.lang)
-            .bind(&step.code.source)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
+            store_code!($tx, &step.lang, &step.code, $now);
             let existing: Option<(i64, Option<String>, Option<String>)> = sqlx::query_as(
                 "SELECT stepid, code_hash, class_name FROM steps WHERE name = $1 AND version = $2",
             )
@@ -135,7 +291,7 @@ macro_rules! load_in_tx {
                 change(existing.is_some(), same),
                 step.name,
                 step.version,
-                &step.code.hash[..12.min(step.code.hash.len())]
+                short_hash(&step.code)
             ));
             step_ids.insert((step.name.clone(), step.version.clone()), id);
         }
@@ -163,6 +319,217 @@ macro_rules! load_in_tx {
                 change(old.is_some(), old.as_deref() == Some(json.as_str())),
                 def.name,
                 def.errors.len()
+            ));
+        }
+
+        for svc in $services {
+            let svc: &ServiceDef = svc;
+            store_code!($tx, &svc.lang, &svc.code, $now);
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT serviceid FROM services WHERE name = $1 AND version = $2",
+            )
+            .bind(&svc.name)
+            .bind(&svc.version)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            let mut groups = svc.groups.clone();
+            groups.sort();
+            let same = match existing {
+                None => false,
+                Some(id) => {
+                    let row: ServiceRow = sqlx::query_as(
+                        "SELECT description, service_type, autostart, lang, class_name, \
+                         code_hash FROM services WHERE serviceid = $1",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                    let methods: Vec<MethodRow> = sqlx::query_as(
+                        "SELECT name, description, lock_type, internal, write \
+                         FROM service_methods WHERE serviceid = $1 ORDER BY name",
+                    )
+                    .bind(id)
+                    .fetch_all(&mut *$tx)
+                    .await?;
+                    row == service_row(svc)
+                        && methods == method_rows(svc)
+                        && member_groups!($tx, "service", id) == groups
+                }
+            };
+            if !same {
+                let id = match existing {
+                    Some(id) => {
+                        sqlx::query(
+                            "UPDATE services SET description = $1, service_type = $2, \
+                             autostart = $3, lang = $4, class_name = $5, code_hash = $6, \
+                             modified = $7 WHERE serviceid = $8",
+                        )
+                        .bind(&svc.desc)
+                        .bind(&svc.servicetype)
+                        .bind(svc.autostart)
+                        .bind(&svc.lang)
+                        .bind(&svc.class_name)
+                        .bind(&svc.code.hash)
+                        .bind($now)
+                        .bind(id)
+                        .execute(&mut *$tx)
+                        .await?;
+                        // Methods and groups are replaced by the new definition's; the
+                        // service's state data stays.
+                        for sql in [
+                            "DELETE FROM service_methods WHERE serviceid = $1",
+                            "DELETE FROM group_members WHERE object_type = 'service' \
+                             AND object_id = $1",
+                        ] {
+                            sqlx::query(sql).bind(id).execute(&mut *$tx).await?;
+                        }
+                        id
+                    }
+                    None => {
+                        sqlx::query_scalar::<_, i64>(
+                            "INSERT INTO services (name, version, description, service_type, \
+                             autostart, lang, class_name, code_hash, created, modified) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING serviceid",
+                        )
+                        .bind(&svc.name)
+                        .bind(&svc.version)
+                        .bind(&svc.desc)
+                        .bind(&svc.servicetype)
+                        .bind(svc.autostart)
+                        .bind(&svc.lang)
+                        .bind(&svc.class_name)
+                        .bind(&svc.code.hash)
+                        .bind($now)
+                        .fetch_one(&mut *$tx)
+                        .await?
+                    }
+                };
+                for m in &svc.methods {
+                    sqlx::query(
+                        "INSERT INTO service_methods (serviceid, name, description, lock_type, \
+                         internal, write) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(&m.name)
+                    .bind(&m.desc)
+                    .bind(&m.lock)
+                    .bind(m.internal)
+                    .bind(m.write)
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+                join_groups!($tx, &svc.groups, "service", id, $now);
+            }
+            lines.push(format!(
+                "{} service {}:{} ({} method(s), code {})",
+                change(existing.is_some(), same),
+                svc.name,
+                svc.version,
+                svc.methods.len(),
+                short_hash(&svc.code)
+            ));
+        }
+
+        for job in $jobs {
+            let job: &JobDef = job;
+            store_code!($tx, &job.lang, &job.code, $now);
+            let existing: Option<i64> =
+                sqlx::query_scalar("SELECT jobid FROM jobs WHERE name = $1 AND version = $2")
+                    .bind(&job.name)
+                    .bind(&job.version)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            let new = job_row(job);
+            let mut groups = job.groups.clone();
+            groups.sort();
+            let same = match existing {
+                None => false,
+                Some(id) => {
+                    let row: JobRow = sqlx::query_as(
+                        "SELECT description, lang, class_name, code_hash, active, run_skipped, \
+                         minute, hour, day, month, wday, recurring, expiry_date \
+                         FROM jobs WHERE jobid = $1",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                    row == new && member_groups!($tx, "job", id) == groups
+                }
+            };
+            if !same {
+                let id = match existing {
+                    Some(id) => {
+                        // The run history (last_executed, ...) stays; next_trigger is
+                        // cleared so that the job engine computes it from the new schedule.
+                        sqlx::query(
+                            "UPDATE jobs SET description = $1, lang = $2, class_name = $3, \
+                             code_hash = $4, active = $5, run_skipped = $6, minute = $7, \
+                             hour = $8, day = $9, month = $10, wday = $11, recurring = $12, \
+                             expiry_date = $13, next_trigger = NULL, modified = $14 \
+                             WHERE jobid = $15",
+                        )
+                        .bind(&new.description)
+                        .bind(&new.lang)
+                        .bind(&new.class_name)
+                        .bind(&new.code_hash)
+                        .bind(new.active)
+                        .bind(new.run_skipped)
+                        .bind(&new.minute)
+                        .bind(&new.hour)
+                        .bind(&new.day)
+                        .bind(&new.month)
+                        .bind(&new.wday)
+                        .bind(new.recurring)
+                        .bind(new.expiry_date)
+                        .bind($now)
+                        .bind(id)
+                        .execute(&mut *$tx)
+                        .await?;
+                        sqlx::query(
+                            "DELETE FROM group_members WHERE object_type = 'job' AND object_id = $1",
+                        )
+                        .bind(id)
+                        .execute(&mut *$tx)
+                        .await?;
+                        id
+                    }
+                    None => {
+                        sqlx::query_scalar::<_, i64>(
+                            "INSERT INTO jobs (name, version, description, lang, class_name, \
+                             code_hash, active, run_skipped, minute, hour, day, month, wday, \
+                             recurring, expiry_date, created, modified) VALUES ($1, $2, $3, \
+                             $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+                             RETURNING jobid",
+                        )
+                        .bind(&job.name)
+                        .bind(&job.version)
+                        .bind(&new.description)
+                        .bind(&new.lang)
+                        .bind(&new.class_name)
+                        .bind(&new.code_hash)
+                        .bind(new.active)
+                        .bind(new.run_skipped)
+                        .bind(&new.minute)
+                        .bind(&new.hour)
+                        .bind(&new.day)
+                        .bind(&new.month)
+                        .bind(&new.wday)
+                        .bind(new.recurring)
+                        .bind(new.expiry_date)
+                        .bind($now)
+                        .fetch_one(&mut *$tx)
+                        .await?
+                    }
+                };
+                join_groups!($tx, &job.groups, "job", id, $now);
+            }
+            lines.push(format!(
+                "{} job {}:{} ({}, code {})",
+                change(existing.is_some(), same),
+                job.name,
+                job.version,
+                job.schedule.describe(),
+                short_hash(&job.code)
             ));
         }
 
@@ -321,25 +688,7 @@ macro_rules! load_in_tx {
                     .await?;
                 }
             }
-            for group in &wf.groups {
-                sqlx::query(
-                    "INSERT INTO groups (name, description, enabled, created, modified) \
-                     VALUES ($1, 'created by sluice load', TRUE, $2, $2) \
-                     ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(group)
-                .bind($now)
-                .execute(&mut *$tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO group_members (group_name, object_type, object_id) \
-                     VALUES ($1, 'workflow', $2) ON CONFLICT DO NOTHING",
-                )
-                .bind(group)
-                .bind(wfid)
-                .execute(&mut *$tx)
-                .await?;
-            }
+            join_groups!($tx, &wf.groups, "workflow", wfid, $now);
             lines.push(format!(
                 "{} workflow {}:{} ({} step(s))",
                 if existing.is_some() { "updated" } else { "created" },
@@ -361,11 +710,14 @@ impl Store {
         let now = crate::now_ms();
         // Steps and errors first: the workflows of the same batch refer to them.
         let (mut steps, mut errors, mut workflows) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut services, mut jobs) = (Vec::new(), Vec::new());
         for definition in &loaded.definitions {
             match definition {
                 Definition::Step(s) => steps.push(s),
                 Definition::Errors(e) => errors.push(e),
                 Definition::Workflow(w) => workflows.push(w),
+                Definition::Service(s) => services.push(s),
+                Definition::Job(j) => jobs.push(j),
             }
         }
         let lines = on_pool!(self, |pool| {
@@ -374,6 +726,8 @@ impl Store {
                 tx,
                 steps.iter().copied(),
                 errors.iter().copied(),
+                services.iter().copied(),
+                jobs.iter().copied(),
                 workflows.iter().copied(),
                 now
             );
@@ -383,12 +737,14 @@ impl Store {
         Ok(LoadReport { lines })
     }
 
-    /// Every stored workflow, step and errors definition.
+    /// Every stored workflow, step, errors definition, service and job.
     pub async fn list_definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
         let rows: Vec<(String, String, String, i64)> = on_pool!(self, |pool| sqlx::query_as(
             "SELECT 'workflow', name, version, modified FROM workflows \
              UNION ALL SELECT 'step', name, version, modified FROM steps \
              UNION ALL SELECT 'errors', name, '', modified FROM error_definitions \
+             UNION ALL SELECT 'service', name, version, modified FROM services \
+             UNION ALL SELECT 'job', name, version, modified FROM jobs \
              ORDER BY 1, 2, 3"
         )
         .fetch_all(pool)
@@ -404,24 +760,57 @@ impl Store {
             .collect())
     }
 
-    /// Deletes a definition. A step some workflow uses, or a workflow with orders, is
-    /// refused with the reason; returns false when there is no such definition.
+    /// Deletes a definition. A step some workflow uses, a workflow with orders, or a job
+    /// that has run (has job instances) is refused with the reason; a service goes with its
+    /// methods and state data. Returns false when there is no such definition.
     pub async fn delete_definition(
         &self,
         kind: &str,
         name: &str,
         version: &str,
     ) -> Result<bool, StoreError> {
-        let (find, users, delete) = match kind {
+        // How to find it, what keeps it (and how that is counted), what goes with it.
+        let (find, users, dependents): (&str, Option<(&str, &str)>, &[&str]) = match kind {
             "workflow" => (
                 "SELECT workflowid FROM workflows WHERE name = $1 AND version = $2",
-                "SELECT COUNT(*) FROM workflow_instance WHERE workflowid = $1",
-                "DELETE FROM workflows WHERE workflowid = $1",
+                Some((
+                    "SELECT COUNT(*) FROM workflow_instance WHERE workflowid = $1",
+                    "order(s)",
+                )),
+                &[
+                    "DELETE FROM group_members WHERE object_type = 'workflow' AND object_id = $1",
+                    "DELETE FROM workflows WHERE workflowid = $1",
+                ],
             ),
             "step" => (
                 "SELECT stepid FROM steps WHERE name = $1 AND version = $2",
-                "SELECT COUNT(*) FROM workflow_steps WHERE stepid = $1",
-                "DELETE FROM steps WHERE stepid = $1",
+                Some((
+                    "SELECT COUNT(*) FROM workflow_steps WHERE stepid = $1",
+                    "workflow(s)",
+                )),
+                &["DELETE FROM steps WHERE stepid = $1"],
+            ),
+            "service" => (
+                "SELECT serviceid FROM services WHERE name = $1 AND version = $2",
+                None,
+                &[
+                    "DELETE FROM service_methods WHERE serviceid = $1",
+                    "DELETE FROM service_state_data WHERE serviceid = $1",
+                    "DELETE FROM group_members WHERE object_type = 'service' AND object_id = $1",
+                    "DELETE FROM services WHERE serviceid = $1",
+                ],
+            ),
+            "job" => (
+                "SELECT jobid FROM jobs WHERE name = $1 AND version = $2",
+                Some((
+                    "SELECT COUNT(*) FROM job_instance WHERE jobid = $1",
+                    "job instance(s)",
+                )),
+                &[
+                    "DELETE FROM job_state_data WHERE jobid = $1",
+                    "DELETE FROM group_members WHERE object_type = 'job' AND object_id = $1",
+                    "DELETE FROM jobs WHERE jobid = $1",
+                ],
             ),
             "errors" => {
                 let n = on_pool!(self, |pool| sqlx::query(
@@ -435,7 +824,7 @@ impl Store {
             }
             other => {
                 return Err(StoreError::Invalid(format!(
-                    "cannot delete a {other:?}: expected workflow, step or errors"
+                    "cannot delete a {other:?}: expected workflow, step, errors, service or job"
                 )))
             }
         };
@@ -447,31 +836,24 @@ impl Store {
         else {
             return Ok(false);
         };
-        let used: i64 = on_pool!(self, |pool| sqlx::query_scalar(users)
-            .bind(id)
-            .fetch_one(pool)
-            .await?);
-        if used > 0 {
-            return Err(StoreError::Invalid(format!(
-                "{kind} {name}:{version} is still used ({used} {}); nothing was deleted",
-                if kind == "step" {
-                    "workflow(s)"
-                } else {
-                    "order(s)"
-                }
-            )));
-        }
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            if kind == "workflow" {
-                sqlx::query(
-                    "DELETE FROM group_members WHERE object_type = 'workflow' AND object_id = $1",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Counted in the transaction that deletes, so nothing starts to use it between.
+            if let Some((count, what)) = users {
+                let used: i64 = sqlx::query_scalar(count)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if used > 0 {
+                    return Err(StoreError::Invalid(format!(
+                        "{kind} {name}:{version} is still used ({used} {what}); \
+                         nothing was deleted"
+                    )));
+                }
             }
-            sqlx::query(delete).bind(id).execute(&mut *tx).await?;
+            for sql in dependents {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
         });
         Ok(true)

@@ -31,8 +31,11 @@ mod audit;
 mod cluster;
 mod definitions;
 pub mod engine;
+pub mod groups;
+pub mod jobs;
 pub mod orders;
 mod schema;
+pub mod services;
 mod session;
 
 pub use audit::AuditTarget;
