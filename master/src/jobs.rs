@@ -361,7 +361,7 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                             .map_err(db)?,
                     );
                 }
-                instances.sort_by(|a, b| b.job_instanceid.cmp(&a.job_instanceid));
+                instances.sort_by_key(|i| std::cmp::Reverse(i.job_instanceid));
                 instances.dedup_by_key(|i| i.job_instanceid);
                 instances.truncate(limit as usize);
             }

@@ -48,15 +48,18 @@ impl Jobs {
         std::fs::create_dir_all(&copy)?;
         for entry in std::fs::read_dir(&fixtures)? {
             let path = entry?.path();
-            let text = std::fs::read_to_string(&path)?
-                .replace("@OUT@", &out.display().to_string());
+            let text = std::fs::read_to_string(&path)?.replace("@OUT@", &out.display().to_string());
             std::fs::write(copy.join(path.file_name().context("file name")?), text)?;
         }
         let done = inst.sluice(&["schema", "create"])?;
         assert!(done.status.success(), "{}", output_text(&done));
         let files: Vec<String> = jobs
             .iter()
-            .map(|j| copy.join(format!("{j}-1.0.qjob.yaml")).display().to_string())
+            .map(|j| {
+                copy.join(format!("{j}-1.0.qjob.yaml"))
+                    .display()
+                    .to_string()
+            })
             .collect();
         let mut args = vec!["load"];
         args.extend(files.iter().map(String::as_str));
@@ -241,8 +244,15 @@ async fn recurring_job_runs_on_schedule(b: Backend) -> Result<()> {
         )
         .await?
         .join("");
-    assert!(!job.is_empty(), "last_executed and next_trigger are recorded");
-    for event in ["event JOB_START", "event JOB_INSTANCE_START", "event JOB_INSTANCE_STOP"] {
+    assert!(
+        !job.is_empty(),
+        "last_executed and next_trigger are recorded"
+    );
+    for event in [
+        "event JOB_START",
+        "event JOB_INSTANCE_START",
+        "event JOB_INSTANCE_STOP",
+    ] {
         jobs.wait_log("master", event)?;
     }
     let listed = jobs.job_ok(&["list"])?;
@@ -266,7 +276,10 @@ async fn slow_job_never_overlaps(b: Backend) -> Result<()> {
         most_in_progress = most_in_progress.max(n);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(most_in_progress <= 1, "{most_in_progress} runs IN-PROGRESS at once");
+    assert!(
+        most_in_progress <= 1,
+        "{most_in_progress} runs IN-PROGRESS at once"
+    );
     jobs.wait_instances("SLOW", "three COMPLETE runs", |i| count_status(i, "C") >= 3)
         .await?;
     // Each run's start and end, from the job's own lines "start ID T" / "end ID T".
@@ -292,7 +305,9 @@ async fn slow_job_never_overlaps(b: Backend) -> Result<()> {
     assert!(runs.len() >= 3, "{runs:?}");
     for pair in runs.windows(2) {
         let (earlier, later) = (&pair[0], &pair[1]);
-        let end = earlier.2.context("a run that started another before it ended")?;
+        let end = earlier
+            .2
+            .context("a run that started another before it ended")?;
         assert!(
             later.1 >= end,
             "run {} started at {} before run {} ended at {end}",
@@ -340,7 +355,9 @@ async fn run_now_and_schedule(b: Backend) -> Result<()> {
     assert_eq!(info["trigger"], "manual");
     let shown = jobs.job_ok(&["show", "RUNNOW"])?;
     assert!(
-        shown.contains("0 0 1 1 *") && shown.contains(&id.to_string()) && shown.contains("COMPLETE"),
+        shown.contains("0 0 1 1 *")
+            && shown.contains(&id.to_string())
+            && shown.contains("COMPLETE"),
         "{shown}"
     );
 
@@ -358,7 +375,10 @@ async fn run_now_and_schedule(b: Backend) -> Result<()> {
     jobs.job_ok(&["run", "RUNNOW"])?;
     let ticks = jobs.lines("tick.txt");
     assert_eq!(ticks.len(), 2, "{ticks:?}");
-    assert!(!ticks[0].ends_with(" v2") && ticks[1].ends_with(" v2"), "{ticks:?}");
+    assert!(
+        !ticks[0].ends_with(" v2") && ticks[1].ends_with(" v2"),
+        "{ticks:?}"
+    );
 
     let bad = jobs.job(&["schedule", "RUNNOW", "61 * * * *"])?;
     let text = output_text(&bad);
@@ -368,7 +388,11 @@ async fn run_now_and_schedule(b: Backend) -> Result<()> {
         "{text}"
     );
     let unknown = jobs.job(&["run", "NO-SUCH-JOB"])?;
-    assert!(output_text(&unknown).contains("NOT-FOUND"), "{}", output_text(&unknown));
+    assert!(
+        output_text(&unknown).contains("NOT-FOUND"),
+        "{}",
+        output_text(&unknown)
+    );
 
     // Every second from now on: it runs by itself.
     let text = jobs.job_ok(&["schedule", "RUNNOW", "--every", "1"])?;
@@ -408,7 +432,11 @@ async fn killed_job_process_run_is_crash(b: Backend) -> Result<()> {
         })
         .await?;
     assert_eq!(after[0], (running, "Z".to_string()), "{after:?}");
-    assert_ne!(jobs.job_pid("GATE", Some(pid))?, pid, "a new process runs it");
+    assert_ne!(
+        jobs.job_pid("GATE", Some(pid))?,
+        pid,
+        "a new process runs it"
+    );
     assert!(
         !jobs.lines("gate.txt").contains(&format!("end {running}")),
         "the killed run never ended"
@@ -577,7 +605,11 @@ async fn state_data_across_runs(b: Backend) -> Result<()> {
         let text = output_text(&out);
         assert!(text.contains("job instance"), "{text}");
     }
-    assert_eq!(codes, vec![Some(1), Some(0), Some(1)], "ERROR, COMPLETE, ERROR");
+    assert_eq!(
+        codes,
+        vec![Some(1), Some(0), Some(1)],
+        "ERROR, COMPLETE, ERROR"
+    );
     let seen: Vec<serde_json::Value> = jobs
         .lines("state.txt")
         .iter()
@@ -623,7 +655,9 @@ async fn expiry_retires_the_job(b: Backend) -> Result<()> {
     jobs.wait_log(&net("TICK"), "the job expired at")?;
     jobs.wait_log("master", "the process has nothing more to do")?;
     eventually(DONE, "TICK listed as expired", || {
-        jobs.job_ok(&["list"]).ok().filter(|l| l.contains("expired"))
+        jobs.job_ok(&["list"])
+            .ok()
+            .filter(|l| l.contains("expired"))
     })?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let late = jobs
@@ -668,7 +702,10 @@ on_both!(run_now, run_now_and_schedule);
 on_both!(kill_job_process, killed_job_process_run_is_crash);
 on_both!(kill_runner, killed_runner_run_is_error);
 on_both!(deactivate, deactivation_stops_the_job);
-on_both!(deactivation_race, deactivation_just_before_a_trigger_prevents_it);
+on_both!(
+    deactivation_race,
+    deactivation_just_before_a_trigger_prevents_it
+);
 on_both!(exception, exception_gives_an_error_run);
 on_both!(state_data, state_data_across_runs);
 on_both!(expiry, expiry_retires_the_job);

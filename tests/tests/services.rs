@@ -508,3 +508,30 @@ async fn interfaces_call_each_other_and_groups_stop_and_start_them() -> Result<(
     assert_eq!(stopped[0]["event"], 3002);
     svc.stop().await
 }
+
+/// The example service shipped in deploy/examples (what `scripts/run` loads) answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shipped_example_service_answers() -> Result<()> {
+    let mut inst = Instance::new(Backend::Sqlite, "e2e-svc-example", &[])?;
+    let out = inst.sluice(&["schema", "create"])?;
+    anyhow::ensure!(out.status.success(), "{}", output_text(&out));
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    for dir in ["order", "services", "jobs"] {
+        load(&inst, &examples.join(dir))?;
+    }
+    let m = inst.start_master(&[])?;
+    inst.wait_ready(m)?;
+    let api = ApiClient::connect(&inst)?;
+    assert_eq!(
+        api.call_service("EXAMPLE-SERVICE", "echo", json!(["hi"]))
+            .await?,
+        json!(["hi"])
+    );
+    let info = api
+        .call_service("EXAMPLE-SERVICE", "info", json!([]))
+        .await?;
+    assert_eq!(info["calls"], 1, "{info}");
+    assert_eq!(info["service"]["name"], "EXAMPLE-SERVICE", "{info}");
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
