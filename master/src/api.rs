@@ -838,6 +838,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn children_raise_interface_events_with_their_audit_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut api = api(&dir).await;
+        api.options = Arc::new(
+            sluice_core::options::Options::parse(
+                "qorus.audit: services,job-data\n",
+                std::path::Path::new("options"),
+                &sluice_core::home::Home::new(dir.path()),
+            )
+            .expect("options"),
+        );
+        for (code, info) in [
+            (EventCode::ServiceStart, r#"{"name": "S"}"#),
+            (EventCode::JobStart, r#"{"name": "J"}"#),
+            (EventCode::JobInstanceStop, r#"{"job_instanceid": 7}"#),
+        ] {
+            let event = RaiseEvent {
+                event_code: code.code(),
+                severity: Severity::Info.code(),
+                info_json: info.as_bytes().to_vec(),
+            };
+            let req = request("omq.system.raise-event", event.encode_to_vec());
+            api.dispatch("child:svc-1", peer("child:svc-1"), &req)
+                .await
+                .expect("a child may raise its interface's events");
+        }
+        let raised: Vec<_> = api
+            .events
+            .since(0, 10)
+            .into_iter()
+            .map(|e| (e.eventstr, e.event, e.caller))
+            .collect();
+        assert_eq!(
+            raised,
+            vec![
+                ("SERVICE_START", 3001, "svc-1".to_string()),
+                ("JOB_START", 4001, "svc-1".to_string()),
+                ("JOB_INSTANCE_STOP", 4005, "svc-1".to_string()),
+            ]
+        );
+        // qorus.audit: services and job-data, not jobs: SERVICE-START (9) and
+        // JOB-INSTANCE-STOP (14) are written, JOB-START (11) is not.
+        let codes = api
+            .store
+            .query_i64("SELECT COUNT(*) FROM audit_events WHERE audit_event_code IN (9, 14)")
+            .await
+            .expect("audit");
+        assert_eq!(codes, Some(2));
+        let job_start = api
+            .store
+            .query_i64("SELECT COUNT(*) FROM audit_events WHERE audit_event_code = 11")
+            .await
+            .expect("audit");
+        assert_eq!(job_start, Some(0));
+        let refused = api
+            .dispatch(
+                "alice",
+                peer("alice"),
+                &request("omq.system.raise-event", Vec::new()),
+            )
+            .await;
+        assert_eq!(refused.map_err(|e| e.0), Err("AUTHORIZATION-ERROR"));
+    }
+
+    #[tokio::test]
     async fn children_raise_user_events_and_clients_may_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let api = api(&dir).await;

@@ -103,14 +103,14 @@ pub async fn call(api: &Api, user: &str, request: &Envelope) -> Envelope {
     } else {
         sluice_core::now_ms() + SERVICE_CALL_TIMEOUT.as_millis() as i64
     };
-    let endpoint = match running(api, &body.call.name, version) {
-        Some(entry) => entry.endpoints.first().cloned(),
+    let entry = match running(api, &body.call.name, version) {
+        Some(entry) => entry,
         None => match load(api, &body.call.name, version).await {
-            Ok(entry) => entry.endpoints.first().cloned(),
+            Ok(entry) => entry,
             Err(refusal) => return refuse(reply, refusal),
         },
     };
-    let Some(endpoint) = endpoint else {
+    let Some(endpoint) = entry.endpoints.first().cloned() else {
         return refuse(
             reply,
             (
@@ -148,11 +148,25 @@ pub async fn call(api: &Api, user: &str, request: &Envelope) -> Envelope {
     let left =
         Duration::from_millis(u64::try_from(deadline_ms - sluice_core::now_ms()).unwrap_or(0));
     // A little longer than the deadline: the service answers TIMEOUT itself, naming the
-    // method, which says more than a bus timeout here.
-    match client
-        .call(forward, left + Duration::from_millis(500))
-        .await
-    {
+    // method, which says more than a bus timeout here. A process that dies meanwhile will
+    // never answer: the registry says so at once, and the caller need not wait it out.
+    let outcome = tokio::select! {
+        answer = client.call(forward, left + Duration::from_millis(500)) => answer,
+        () = ended(api, &entry) => {
+            return refuse(
+                reply,
+                (
+                    "SERVICE-ERROR",
+                    format!(
+                        "the process of service {} ended during the call of {}; an autostart \
+                         service is restarted, and the next call loads any other",
+                        body.call.name, body.call.method
+                    ),
+                ),
+            )
+        }
+    };
+    match outcome {
         Ok(answer) => Envelope {
             id: request.id,
             method: request.method.clone(),
@@ -171,6 +185,26 @@ pub async fn call(api: &Api, user: &str, request: &Envelope) -> Envelope {
                 ),
             ),
         ),
+    }
+}
+
+/// Resolves once the process of `entry` is gone (it died, or was restarted): a stopping
+/// process still answers the calls it has.
+async fn ended(api: &Api, entry: &RegistryEntry) {
+    let mut watch = api.supervisor.watch_registry();
+    loop {
+        let alive = watch.borrow_and_update().iter().any(|e| {
+            e.network_id == entry.network_id
+                && e.pid == entry.pid
+                && matches!(e.status.as_str(), "running" | "stopping")
+        });
+        if !alive {
+            return;
+        }
+        if watch.changed().await.is_err() {
+            // The master is stopping: its shutdown ends the call some other way.
+            std::future::pending::<()>().await;
+        }
     }
 }
 

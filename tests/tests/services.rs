@@ -297,7 +297,15 @@ async fn killed_service_process_is_restarted() -> Result<()> {
         json!([1])
     );
     let pid = svc.service_pid(None)?;
+    // A call in flight when the process dies fails at once (not at its deadline).
+    let in_flight = {
+        let api = svc.api.clone();
+        tokio::spawn(async move { api.try_service("TEST-SVC", "slow", json!([20])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    let err = in_flight.await??.expect_err("the process died");
+    assert_eq!(err.code, "SERVICE-ERROR", "{err}");
     let new = svc.service_pid(Some(pid))?;
     assert_ne!(new, pid);
     // The restart may still be loading: the call waits for it (or loads it).
@@ -473,17 +481,44 @@ async fn interfaces_call_each_other_and_groups_stop_and_start_them() -> Result<(
     assert_eq!(started[0]["event"], 3001, "{started:?}");
     assert_eq!(started[0]["info"]["name"], "TEST-SVC", "{started:?}");
 
+    // A job calls the service too.
+    svc.wait_log("job-CALLER-1.0", "ready:")?;
+    let out = svc.cli(&["job", "run", "CALLER"])?;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let info = db
+        .strings("SELECT info FROM job_instance WHERE jobstatus = 'C'")
+        .await?
+        .join("");
+    let info: Value = serde_json::from_str(&info).with_context(|| info.clone())?;
+    assert_eq!(info["answer"], json!(["from a job"]), "{info}");
+    let user = svc.events("USER_EVENT")?;
+    assert!(
+        user.iter()
+            .any(|e| e["info"]["job_called"] == json!(["from a job"])
+                && e["caller"] == "job-CALLER-1.0"),
+        "{user:?}"
+    );
+
+    // Disabling the group stops its members, the service and the job; a job in a disabled
+    // group does not run, and its service refuses calls.
     let pid = svc.service_pid(None)?;
     let out = svc.cli(&["group", "disable", "TEST-GROUP"])?;
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        output_text(&out).contains("1 stopped"),
+        output_text(&out).contains("2 stopped"),
         "{}",
         output_text(&out)
     );
     eventually(SOON, "the service process gone", || {
         (!alive(pid)).then_some(())
     })?;
+    let out = svc.cli(&["job", "run", "CALLER"])?;
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("STATUS-ERROR"),
+        "{}",
+        output_text(&out)
+    );
     let err = api
         .try_service("TEST-SVC", "echo", json!([]))
         .await?
@@ -492,10 +527,13 @@ async fn interfaces_call_each_other_and_groups_stop_and_start_them() -> Result<(
     let out = svc.cli(&["group", "enable", "TEST-GROUP"])?;
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        output_text(&out).contains("1 started"),
+        output_text(&out).contains("2 started"),
         "{}",
         output_text(&out)
     );
+    eventually(SOON, "the job loaded again", || {
+        (svc.log("job-CALLER-1.0").matches("ready:").count() >= 2).then_some(())
+    })?;
     svc.service_pid(Some(pid))?;
     assert_eq!(
         api.call_service("TEST-SVC", "echo", json!(["back"]))
