@@ -63,6 +63,43 @@ pub struct Bootstrap {
 }
 
 impl Bootstrap {
+    /// `(NAME, VERSION)` of the interface the master started this process for, which must
+    /// be of `kind` (`workflow`, `service`, `job`): the bootstrap names it `KIND:NAME:VERSION`.
+    pub fn interface(&self, kind: &str) -> Result<(String, String), String> {
+        let wanted = self
+            .interfaces
+            .first()
+            .ok_or_else(|| format!("the master named no {kind} to run"))?;
+        let mut parts = wanted.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(k), Some(name), Some(version)) if k == kind => Ok((name.into(), version.into())),
+            _ => Err(format!(
+                "{wanted:?} is not a {kind} interface ({kind}:NAME:VERSION)"
+            )),
+        }
+    }
+
+    /// How this process starts its Python runner: the interpreter from the options, the
+    /// `python/` directory the master found, `workers` threads, logs labelled with the
+    /// network id.
+    pub fn runner_config(
+        &self,
+        options: &crate::options::Options,
+        workers: usize,
+    ) -> Result<crate::runner::RunnerConfig, String> {
+        let python_dir = self.python_dir.clone().ok_or_else(|| {
+            "the master found no python/ directory for interface code (looked in \
+             $OMQ_DIR/python and beside the binaries)"
+                .to_string()
+        })?;
+        Ok(crate::runner::RunnerConfig {
+            python: options.python_executable().to_string(),
+            python_dir,
+            label: self.network_id.clone(),
+            workers,
+        })
+    }
+
     /// The options as the master read them.
     pub fn options(&self) -> Result<crate::options::Options, crate::options::OptionsError> {
         let home = crate::home::Home::new(self.home.clone());

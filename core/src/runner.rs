@@ -930,6 +930,19 @@ fn holds_runner(dir: &Path) -> bool {
     dir.join("sluice_runner").join("__main__.py").is_file()
 }
 
+/// The module name interface code is loaded under: `PREFIX_NAME_VERSION_HASH8`, with
+/// every character Python does not allow in a name replaced, and the code hash's start so
+/// that new code (a reset) loads as a new module beside the old.
+pub fn module_name(prefix: &str, name: &str, version: &str, code_hash: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let hash8: String = code_hash.chars().take(8).collect();
+    format!("{prefix}_{}_{}_{hash8}", clean(name), clean(version))
+}
+
 /// Finds the python/ directory: `$OMQ_DIR/python` if it holds `sluice_runner`, else
 /// `<bin_dir>/../share/sluice/python`, else the source tree (`<bin_dir>/../../python`, for
 /// target/debug and target/release), else None.

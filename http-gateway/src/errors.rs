@@ -192,8 +192,9 @@ mod tests {
         let err = ApiError::from_bus(sluice_proto::v1::Error {
             code: "ValueError".into(),
             description: "boom".into(),
-            info_json: br#"{"type": "ValueError", "message": "boom", "traceback": "t", "info": null}"#
-                .to_vec(),
+            info_json:
+                br#"{"type": "ValueError", "message": "boom", "traceback": "t", "info": null}"#
+                    .to_vec(),
         });
         assert_eq!(err.status(), StatusCode::CONFLICT);
         assert_eq!(
@@ -202,6 +203,9 @@ mod tests {
                    "info": {"type": "ValueError", "message": "boom", "traceback": "t", "info": null}})
         );
         let plain = ApiError::new("STATUS-ERROR", "no");
-        assert_eq!(plain.to_json(), json!({"err": "STATUS-ERROR", "desc": "no"}));
+        assert_eq!(
+            plain.to_json(),
+            json!({"err": "STATUS-ERROR", "desc": "no"})
+        );
     }
 }

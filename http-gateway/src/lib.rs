@@ -1,1 +1,173 @@
-//! The HTTP gateway (in progress).
+//! The HTTP gateway: the only process of a node with HTTP listeners.
+//!
+//! It holds no business state. Each request is authenticated ([`auth`]), routed by the
+//! REST route table ([`routes`]), and forwarded over the bus to the master as the system
+//! API verb the route names; the master's reply (or error) becomes the HTTP reply. The
+//! gateway calls the master as one of its children, so the master's permission checks
+//! pass; the gateway itself decides what an HTTP caller may do.
+//!
+//! - [`listeners`]: HTTP and HTTPS listeners, graceful stop, and [`preflight`] (startup
+//!   step 7's check the master runs before it starts this process);
+//! - [`routes`]: the route table, the OpenAPI document made from it;
+//! - `rest`: the axum router and the handlers; `args`: arguments from path, query, body;
+//! - [`format`]: JSON and YAML bodies; [`errors`]: `{"err", "desc"}` and the status table;
+//! - `hygiene`: request ids, time limit, access log, CORS; `auth`: RBAC's seam.
+//!
+//! Not here yet (each has its place): JSON-RPC, XML-RPC and YAML-RPC (`/JSON`, `/RPC2`,
+//! `/YAML`: routers of their own beside `rest`, over the same verbs), gRPC, compression
+//! (a tower-http layer in [`app`]), WebSockets (`/apievents`, `/log`, `/remote-command`:
+//! the connections are served with upgrades already), `/raw/remote-file`, OAuth2 and
+//! RBAC users (`auth`), per-address connection limits (`listeners`).
+
+pub mod errors;
+pub mod format;
+pub mod listeners;
+pub mod routes;
+
+mod args;
+mod auth;
+mod hygiene;
+mod rest;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use sluice_core::bus::{BusError, Client};
+use sluice_core::child::ChildContext;
+use sluice_proto::v1::Envelope;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+pub use errors::ApiError;
+pub use listeners::preflight;
+
+/// Why the gateway cannot serve a listener. Each names the listener as the option wrote it.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("HTTP listener {listener}: {message}")]
+    Tls { listener: String, message: String },
+    #[error("HTTP listener {listener}: cannot listen on {address}: {source}")]
+    Bind {
+        listener: String,
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP listener {listener}: cannot resolve {host}: {source}")]
+    Resolve {
+        listener: String,
+        host: String,
+        source: std::io::Error,
+    },
+}
+
+/// How the gateway reaches the master: the child's bus connection (a stand-in in tests).
+pub trait MasterLink: Send + Sync + 'static {
+    fn call(
+        &self,
+        request: Envelope,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Envelope, BusError>> + Send + '_>>;
+}
+
+impl MasterLink for Client {
+    fn call(
+        &self,
+        request: Envelope,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Envelope, BusError>> + Send + '_>> {
+        Box::pin(Client::call(self, request, timeout))
+    }
+}
+
+/// What every request handler shares. No business state: only the way to the master.
+pub struct Gateway {
+    pub master: Arc<dyn MasterLink>,
+    /// `qorus.rbac-security`.
+    pub rbac_security: bool,
+    /// `qorus.cors-enable`.
+    pub cors: bool,
+}
+
+/// The whole HTTP application, as one cloneable service.
+pub type App = BoxCloneSyncService<axum::extract::Request, Response, std::convert::Infallible>;
+
+/// The HTTP application: hygiene, CORS, authentication, then the REST router.
+pub fn app(gateway: Gateway) -> App {
+    let cors = gateway.cors.then(hygiene::cors);
+    let gateway = Arc::new(gateway);
+    let service = ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            hygiene::panic_response,
+        ))
+        .layer(axum::middleware::from_fn(hygiene::track))
+        .option_layer(cors)
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            auth::gate,
+        ))
+        .layer(axum::middleware::from_fn(rest::action_suffix))
+        .service(rest::router(gateway));
+    BoxCloneSyncService::new(service)
+}
+
+/// The gateway's work beside the child loop: serve the listeners until the process stops.
+pub async fn run(ctx: ChildContext) -> Result<(), String> {
+    let ChildContext {
+        boot,
+        master,
+        mut stopping,
+        mut requests,
+        ..
+    } = ctx;
+    let options = boot
+        .options()
+        .map_err(|e| format!("cannot read the options: {e}"))?;
+    let bound = listeners::bind(&options).map_err(|e| e.to_string())?;
+    let app = app(Gateway {
+        master: Arc::new(master),
+        rbac_security: options.rbac_security(),
+        cors: options.cors_enable(),
+    });
+    if options.rbac_security() {
+        tracing::warn!(
+            "qorus.rbac-security is on and RBAC users are not implemented yet: the gateway \
+             answers only /api/public/ and refuses every other request with 401"
+        );
+    }
+    let server = tokio::spawn(listeners::serve(bound, app, stopping.clone()));
+    loop {
+        tokio::select! {
+            changed = stopping.changed() => {
+                if changed.is_err() || *stopping.borrow() {
+                    break;
+                }
+            }
+            // The master sends the gateway nothing of its own yet: dropping the request
+            // answers UNKNOWN-METHOD.
+            Some(request) = requests.recv() => drop(request),
+        }
+    }
+    tracing::info!("HTTP gateway stopping: no new connections; finishing the requests in flight");
+    server
+        .await
+        .map_err(|e| format!("the HTTP server failed: {e}"))?;
+    tracing::info!("HTTP gateway stopped");
+    Ok(())
+}
+
+/// Turns an axum body into bytes (tests and tools).
+pub async fn body_bytes(body: Body) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    body.collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -127,22 +127,6 @@ impl Shared {
     }
 }
 
-/// `job:NAME:VERSION` from the bootstrap.
-fn interface(ctx: &ChildContext) -> Result<(String, String), EngineError> {
-    let wanted = ctx
-        .boot
-        .interfaces
-        .first()
-        .ok_or_else(|| EngineError::Setup("the master named no job to run".into()))?;
-    let mut parts = wanted.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("job"), Some(name), Some(version)) => Ok((name.into(), version.into())),
-        _ => Err(EngineError::Setup(format!(
-            "{wanted:?} is not a job interface (job:NAME:VERSION)"
-        ))),
-    }
-}
-
 /// The engine's entry point, run by the child loop.
 pub async fn run(ctx: ChildContext) -> Result<(), String> {
     run_engine(ctx).await.map_err(|e| e.to_string())
@@ -164,12 +148,7 @@ async fn load(store: &Store, name: &str, version: &str) -> Result<Loaded, Engine
 /// Loads the job's class into `runner`; a class without `run()` is refused.
 async fn load_class(runner: &Runner, loaded: &Loaded) -> Result<(), EngineError> {
     let p = &loaded.program;
-    let hash8: String = p.code_hash.chars().take(8).collect();
-    let module = format!(
-        "job_{}_{}_{hash8}",
-        sanitize(&p.job.name),
-        sanitize(&p.job.version)
-    );
+    let module = sluice_core::runner::module_name("job", &p.job.name, &p.job.version, &p.code_hash);
     let info = runner
         .load(&module, &p.class_name, &p.source)
         .await
@@ -186,12 +165,6 @@ async fn load_class(runner: &Runner, loaded: &Loaded) -> Result<(), EngineError>
         )));
     }
     Ok(())
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 /// When a job that starts at `now` runs first: `(next trigger, fire at once)`. A trigger
@@ -248,22 +221,13 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         .boot
         .options()
         .map_err(|e| EngineError::Setup(format!("cannot read the options: {e}")))?;
-    let (name, version) = interface(&ctx)?;
+    let (name, version) = ctx.boot.interface("job").map_err(EngineError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
     let loaded = load(&store, &name, &version).await?;
-    let python_dir = ctx.boot.python_dir.clone().ok_or_else(|| {
-        EngineError::Setup(
-            "the master found no python/ directory for interface code (looked in \
-             $OMQ_DIR/python and beside the binaries)"
-                .into(),
-        )
-    })?;
-    let config = RunnerConfig {
-        python: options.python_executable().to_string(),
-        python_dir,
-        label: ctx.boot.network_id.clone(),
-        workers: RUNNER_WORKERS,
-    };
+    let config = ctx
+        .boot
+        .runner_config(&options, RUNNER_WORKERS)
+        .map_err(EngineError::Setup)?;
     let host = Arc::new(host::JobHost::default());
     let runner = Runner::start(config.clone(), host.clone()).await?;
     load_class(&runner, &loaded).await?;

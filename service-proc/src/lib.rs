@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sluice_core::child::{ChildContext, Request};
 use sluice_core::events::{EventCode, Severity};
 use sluice_core::host_api::{HostApi, SERVICE_CALL_TIMEOUT};
-use sluice_core::runner::{CallbackError, CallbackFuture, ClassInfo, Host, Runner, RunnerConfig};
+use sluice_core::runner::{CallbackError, CallbackFuture, ClassInfo, Host, Runner};
 use sluice_core::store::services::{MethodLock, ServiceProgram};
 use sluice_core::store::Store;
 use sluice_proto::v1::{envelope::Kind, Envelope};
@@ -169,22 +169,6 @@ impl Host for ServiceHost {
     }
 }
 
-/// `service:NAME:VERSION` from the bootstrap.
-fn interface(ctx: &ChildContext) -> Result<(String, String), ServiceError> {
-    let wanted = ctx
-        .boot
-        .interfaces
-        .first()
-        .ok_or_else(|| ServiceError::Setup("the master named no service to run".into()))?;
-    let mut parts = wanted.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("service"), Some(name), Some(version)) => Ok((name.into(), version.into())),
-        _ => Err(ServiceError::Setup(format!(
-            "{wanted:?} is not a service interface (service:NAME:VERSION)"
-        ))),
-    }
-}
-
 /// The engine's entry point, run by the child loop.
 pub async fn run(ctx: ChildContext) -> Result<(), String> {
     run_service(ctx).await.map_err(|e| e.to_string())
@@ -195,7 +179,7 @@ async fn run_service(mut ctx: ChildContext) -> Result<(), ServiceError> {
         .boot
         .options()
         .map_err(|e| ServiceError::Setup(format!("cannot read the options: {e}")))?;
-    let (name, version) = interface(&ctx)?;
+    let (name, version) = ctx.boot.interface("service").map_err(ServiceError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
     let api = HostApi {
         store: store.clone(),
@@ -285,19 +269,10 @@ async fn setup(
             "service {name}:{version} is not loaded in the system database"
         ))
     })?;
-    let python_dir = ctx.boot.python_dir.clone().ok_or_else(|| {
-        ServiceError::Setup(
-            "the master found no python/ directory for interface code (looked in \
-             $OMQ_DIR/python and beside the binaries)"
-                .into(),
-        )
-    })?;
-    let config = RunnerConfig {
-        python: options.python_executable().to_string(),
-        python_dir,
-        label: ctx.boot.network_id.clone(),
-        workers: RUNNER_WORKERS,
-    };
+    let config = ctx
+        .boot
+        .runner_config(options, RUNNER_WORKERS)
+        .map_err(ServiceError::Setup)?;
     let host = Arc::new(ServiceHost::default());
     *host.early.lock().unwrap_or_else(|p| p.into_inner()) = Some((api.clone(), program.serviceid));
     let runner = Runner::start(config, host.clone()).await?;
@@ -323,11 +298,11 @@ async fn instantiate(
     runner: &Runner,
     program: ServiceProgram,
 ) -> Result<Arc<Loaded>, ServiceError> {
-    let hash8: String = program.code_hash.chars().take(8).collect();
-    let module = format!(
-        "svc_{}_{}_{hash8}",
-        sanitize(&program.name),
-        sanitize(&program.version)
+    let module = sluice_core::runner::module_name(
+        "svc",
+        &program.name,
+        &program.version,
+        &program.code_hash,
     );
     let class = runner
         .load(&module, &program.class_name, &program.source)
@@ -670,10 +645,4 @@ async fn reset(service: &Arc<Service>) -> Result<String, ServiceError> {
         new.program.methods.len(),
         &new.program.code_hash[..12.min(new.program.code_hash.len())]
     ))
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }

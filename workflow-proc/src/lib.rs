@@ -102,22 +102,6 @@ impl Shared {
     }
 }
 
-/// `workflow:NAME:VERSION` from the bootstrap.
-fn interface(ctx: &ChildContext) -> Result<(String, String), EngineError> {
-    let wanted = ctx
-        .boot
-        .interfaces
-        .first()
-        .ok_or_else(|| EngineError::Setup("the master named no workflow to run".into()))?;
-    let mut parts = wanted.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("workflow"), Some(name), Some(version)) => Ok((name.into(), version.into())),
-        _ => Err(EngineError::Setup(format!(
-            "{wanted:?} is not a workflow interface (workflow:NAME:VERSION)"
-        ))),
-    }
-}
-
 /// The engine's entry point, run by the child loop.
 pub async fn run(ctx: ChildContext) -> Result<(), String> {
     run_engine(ctx).await.map_err(|e| e.to_string())
@@ -128,26 +112,17 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         .boot
         .options()
         .map_err(|e| EngineError::Setup(format!("cannot read the options: {e}")))?;
-    let (name, version) = interface(&ctx)?;
+    let (name, version) = ctx.boot.interface("workflow").map_err(EngineError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
     let workflow = store.load_program(&name, &version).await?.ok_or_else(|| {
         EngineError::Setup(format!(
             "workflow {name}:{version} is not loaded in the system database"
         ))
     })?;
-    let python_dir = ctx.boot.python_dir.clone().ok_or_else(|| {
-        EngineError::Setup(
-            "the master found no python/ directory for interface code (looked in \
-             $OMQ_DIR/python and beside the binaries)"
-                .into(),
-        )
-    })?;
-    let config = RunnerConfig {
-        python: options.python_executable().to_string(),
-        python_dir,
-        label: ctx.boot.network_id.clone(),
-        workers: RUNNER_WORKERS,
-    };
+    let config = ctx
+        .boot
+        .runner_config(&options, RUNNER_WORKERS)
+        .map_err(EngineError::Setup)?;
     let network_id = ctx.boot.network_id.clone();
     let token = format!(
         "{network_id}#{}.{}",
@@ -285,12 +260,8 @@ async fn load_classes(
 ) -> Result<HashMap<i64, (String, ClassInfo)>, EngineError> {
     let mut classes = HashMap::new();
     for step in &workflow.steps {
-        let hash8: String = step.code_hash.chars().take(8).collect();
-        let module = format!(
-            "step_{}_{}_{hash8}",
-            sanitize(&step.name),
-            sanitize(&step.version)
-        );
+        let module =
+            sluice_core::runner::module_name("step", &step.name, &step.version, &step.code_hash);
         let info = runner
             .load(&module, &step.class_name, &step.source)
             .await
@@ -309,12 +280,6 @@ async fn load_classes(
         classes.insert(step.stepid, (step.class_name.clone(), info));
     }
     Ok(classes)
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 async fn restart_runner(

@@ -208,6 +208,11 @@ impl Options {
         listeners
     }
 
+    /// `qorus.cors-enable`: the gateway answers cross-origin requests.
+    pub fn cors_enable(&self) -> bool {
+        self.bool("cors-enable")
+    }
+
     pub fn autostart_interfaces(&self) -> bool {
         self.bool("autostart-interfaces")
     }

@@ -249,6 +249,15 @@ static TABLE: &[OptionDef] = &[
                       supported, so the key file must be unencrypted.",
     },
     option! {
+        name: "cors-enable",
+        kind: Bool,
+        default: "false",
+        startup_only: true,
+        description: "Answer cross-origin (CORS) requests at the HTTP gateway, so that web \
+                      pages of any origin may call the REST API from a browser; off, no CORS \
+                      headers are sent and browsers refuse such calls.",
+    },
+    option! {
         name: "autostart-interfaces",
         kind: Bool,
         default: "true",

@@ -1,0 +1,522 @@
+//! The REST API: the axum router built from [`crate::routes::ROUTES`], and what each route
+//! does — collect its arguments, call the master over the bus, shape the reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{MethodFilter, MethodRouter};
+use axum::Router;
+use http_body_util::BodyExt;
+use prost::Message;
+use serde_json::{json, Map, Value};
+use sluice_core::events::EventCode;
+use sluice_proto::v1::{EventList, EventQuery, RegistryEntry, SystemStatus};
+
+use crate::args::{self, ACTION};
+use crate::errors::ApiError;
+use crate::format::{self, Format};
+use crate::routes::{self, Handler, Method, Route, Scope, StatusView, LATEST_PREFIXES, ROUTES};
+use crate::Gateway;
+
+/// Largest request body; a larger one is refused with 413.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// How long the master may take to answer a reading route, and a changing one (a job run,
+/// a service load or a group change waits for processes).
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(110);
+/// Longest long poll of `/system/events`.
+const MAX_EVENT_WAIT_MS: u64 = 60_000;
+
+/// The REST router: every route of the table under its scope's prefixes, a JSON 404 for
+/// everything else.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let mut public: Router<Arc<Gateway>> = Router::new();
+    let mut latest: Router<Arc<Gateway>> = Router::new();
+    let mut seen: Vec<(Scope, &str)> = Vec::new();
+    for route in ROUTES {
+        if seen.contains(&(route.scope, route.path)) {
+            continue;
+        }
+        seen.push((route.scope, route.path));
+        let mut methods: Vec<Method> = ROUTES
+            .iter()
+            .filter(|r| r.scope == route.scope && r.path == route.path)
+            .map(|r| r.method)
+            .collect();
+        methods.dedup();
+        let mut endpoint: MethodRouter<Arc<Gateway>> = MethodRouter::new();
+        for method in methods {
+            let (scope, path) = (route.scope, route.path);
+            let filter = match method {
+                Method::Get => MethodFilter::GET,
+                Method::Put => MethodFilter::PUT,
+                Method::Post => MethodFilter::POST,
+            };
+            endpoint = endpoint.on(
+                filter,
+                move |State(gateway): State<Arc<Gateway>>,
+                      params: Result<Path<Vec<(String, String)>>, PathRejection>,
+                      request: Request| async move {
+                    gateway.serve(scope, method, path, params, request).await
+                },
+            );
+        }
+        match route.scope {
+            Scope::Public => public = public.route(route.path, endpoint),
+            Scope::Latest => latest = latest.route(route.path, endpoint),
+        }
+    }
+    let public = public.method_not_allowed_fallback(method_not_allowed);
+    let latest = latest.method_not_allowed_fallback(method_not_allowed);
+    let mut app = Router::new().nest(Scope::Public.prefix(), public);
+    for prefix in LATEST_PREFIXES {
+        app = app.nest(prefix, latest.clone());
+    }
+    app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway)
+}
+
+async fn not_found(request: Request) -> Response {
+    let error = ApiError::new(
+        "NOT-FOUND",
+        format!(
+            "no route {} {}; GET /api/latest/openapi.json lists them all",
+            request.method(),
+            request.uri().path()
+        ),
+    );
+    format::respond_error(format::reply_format(request.headers()), &error)
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let error = ApiError::new(
+        "METHOD-NOT-ALLOWED",
+        format!(
+            "{} does not take {}",
+            request.uri().path(),
+            request.method()
+        ),
+    );
+    format::respond_error(format::reply_format(request.headers()), &error)
+}
+
+/// Middleware before routing: Qorus's `PATH/ACTION` becomes `PATH?action=ACTION`, unless
+/// the query names an action already.
+pub async fn action_suffix(mut request: Request, next: Next) -> Response {
+    let has_action = query_pairs(request.uri())
+        .iter()
+        .any(|(name, _)| name == ACTION);
+    if !has_action {
+        if let Some(method) = Method::from_http(request.method()) {
+            if let Some((parent, action)) = routes::action_suffix(method, request.uri().path()) {
+                let query = match request.uri().query() {
+                    Some(q) if !q.is_empty() => format!("{q}&{ACTION}={action}"),
+                    _ => format!("{ACTION}={action}"),
+                };
+                if let Ok(uri) = format!("{parent}?{query}").parse::<Uri>() {
+                    *request.uri_mut() = uri;
+                }
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// A successful reply.
+struct Reply {
+    status: StatusCode,
+    value: Value,
+    /// The OpenAPI document is JSON whatever the request asks.
+    always_json: bool,
+}
+
+impl Gateway {
+    async fn serve(
+        &self,
+        scope: Scope,
+        method: Method,
+        path: &'static str,
+        params: Result<Path<Vec<(String, String)>>, PathRejection>,
+        request: Request,
+    ) -> Response {
+        let format = format::reply_format(request.headers());
+        match self.answer(scope, method, path, params, request).await {
+            Ok(reply) if reply.always_json => {
+                format::respond(Format::Json, reply.status, &reply.value)
+            }
+            Ok(reply) => format::respond(format, reply.status, &reply.value),
+            Err(error) => format::respond_error(format, &error),
+        }
+    }
+
+    async fn answer(
+        &self,
+        scope: Scope,
+        method: Method,
+        path: &'static str,
+        params: Result<Path<Vec<(String, String)>>, PathRejection>,
+        request: Request,
+    ) -> Result<Reply, ApiError> {
+        let params = params
+            .map(|Path(p)| p)
+            .map_err(|e| ApiError::invalid(format!("malformed path: {}", e.body_text())))?;
+        let query = query_pairs(request.uri());
+        let mut actions = query.iter().filter(|(name, _)| name == ACTION);
+        let action = actions.next().map(|(_, a)| a.as_str());
+        if actions.next().is_some() {
+            return Err(ApiError::invalid(
+                "the query string names more than one action",
+            ));
+        }
+        let route = select(scope, method, path, action)?;
+        let headers = request.headers().clone();
+        let body = read_body(&headers, request.into_body()).await?;
+        let body = format::parse_body(format::request_format(&headers), &body)?;
+        let args = args::collect(route, &params, &query, body)?;
+        let status = if route.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let value = self.run_route(route, args).await?;
+        Ok(Reply {
+            status,
+            value,
+            always_json: route.handler == Handler::OpenApi,
+        })
+    }
+
+    async fn run_route(&self, route: &Route, args: Map<String, Value>) -> Result<Value, ApiError> {
+        let timeout = if route.method == Method::Get {
+            READ_TIMEOUT
+        } else {
+            CHANGE_TIMEOUT
+        };
+        match route.handler {
+            Handler::Verb(verb) => {
+                let body = Value::Object(args).to_string().into_bytes();
+                let reply = self.call(verb, body, timeout, 0).await?;
+                json_reply(verb, &reply)
+            }
+            Handler::Status(view) => {
+                let reply = self
+                    .call("omq.system.get-status", Vec::new(), READ_TIMEOUT, 0)
+                    .await?;
+                let status = SystemStatus::decode(reply.as_slice()).map_err(|e| {
+                    ApiError::new(
+                        "INTERNAL-ERROR",
+                        format!("the master's status is malformed: {e}"),
+                    )
+                })?;
+                Ok(status_view(view, &status))
+            }
+            Handler::Events => self.events(&args).await,
+            Handler::CallService => self.call_service(args).await,
+            Handler::OpenApi => Ok(routes::openapi()),
+        }
+    }
+
+    /// Calls the master; a bus failure is `MASTER-UNAVAILABLE` (503).
+    async fn call(
+        &self,
+        method: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        deadline_ms: i64,
+    ) -> Result<Vec<u8>, ApiError> {
+        let request = sluice_proto::v1::Envelope {
+            method: method.to_string(),
+            body,
+            deadline_ms,
+            ..Default::default()
+        };
+        match self.master.call(request, timeout).await {
+            Ok(reply) => match reply.error {
+                Some(error) => Err(ApiError::from_bus(error)),
+                None => Ok(reply.body),
+            },
+            Err(sluice_core::bus::BusError::Timeout { .. }) => Err(ApiError::new(
+                "MASTER-UNAVAILABLE",
+                format!(
+                    "the master did not answer {method} within {} s",
+                    timeout.as_secs()
+                ),
+            )),
+            Err(err) => Err(ApiError::new(
+                "MASTER-UNAVAILABLE",
+                format!("cannot reach the master for {method}: {err}"),
+            )),
+        }
+    }
+
+    async fn events(&self, args: &Map<String, Value>) -> Result<Value, ApiError> {
+        let number = |name: &str| -> Result<u64, ApiError> {
+            match args.get(name) {
+                None => Ok(0),
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    ApiError::invalid(format!("{name} must be an integer >= 0, not {v}"))
+                }),
+            }
+        };
+        let wait_ms = number("wait_ms")?.min(MAX_EVENT_WAIT_MS);
+        let query = EventQuery {
+            since_id: number("since_id")?,
+            class_code: match args.get("class").and_then(Value::as_str) {
+                Some(text) => class_code(text)?,
+                None => 0,
+            },
+            event_code: match args.get("event").and_then(Value::as_str) {
+                Some(text) => event_code(text)?,
+                None => 0,
+            },
+            limit: u32::try_from(number("limit")?).unwrap_or(u32::MAX),
+            wait_ms: wait_ms as u32,
+        };
+        let timeout = READ_TIMEOUT + Duration::from_millis(wait_ms);
+        let reply = self
+            .call(
+                "omq.system.get-events",
+                query.encode_to_vec(),
+                timeout,
+                sluice_core::now_ms() + timeout.as_millis() as i64,
+            )
+            .await?;
+        let list = EventList::decode(reply.as_slice()).map_err(|e| {
+            ApiError::new(
+                "INTERNAL-ERROR",
+                format!("the master's events are malformed: {e}"),
+            )
+        })?;
+        Ok(Value::Array(
+            list.events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id,
+                        "time": e.time_ms,
+                        "class": e.class_code,
+                        "classstr": e.class_name,
+                        "event": e.event_code,
+                        "eventstr": e.event_name,
+                        "severity": e.severity,
+                        "severitystr": e.severity_name,
+                        "caller": e.caller,
+                        "info": serde_json::from_slice::<Value>(&e.info_json).unwrap_or(Value::Null),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// A service method call from outside the system: `internal` methods are refused.
+    async fn call_service(&self, mut args: Map<String, Value>) -> Result<Value, ApiError> {
+        let call_args = match (args.remove("args"), args.remove("parse_args")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "give the method's arguments as args or as parse_args, not both",
+                ))
+            }
+            (Some(value), None) => value,
+            (None, Some(Value::String(text))) => format::from_yaml(&text).map_err(|e| {
+                ApiError::invalid(format!("parse_args is not valid YAML or JSON: {e}"))
+            })?,
+            (None, Some(_)) => return Err(ApiError::invalid("parse_args must be text")),
+            (None, None) => Value::Array(Vec::new()),
+        };
+        let call_args = match call_args {
+            Value::Array(items) => items,
+            Value::Null => Vec::new(),
+            single => vec![single],
+        };
+        let mut body = json!({
+            "name": args.remove("name").unwrap_or(Value::Null),
+            "method": args.remove("method").unwrap_or(Value::Null),
+            "args": call_args,
+            "external": true,
+        });
+        if let Some(version) = args.remove("version") {
+            body["version"] = version;
+        }
+        let allowed = sluice_core::host_api::SERVICE_CALL_TIMEOUT;
+        // The service answers TIMEOUT itself at the deadline, naming the method; the bus
+        // waits a little longer so that answer arrives.
+        let deadline_ms = sluice_core::now_ms() + allowed.as_millis() as i64;
+        let reply = self
+            .call(
+                "omq.system.call-service",
+                body.to_string().into_bytes(),
+                allowed + Duration::from_secs(5),
+                deadline_ms,
+            )
+            .await?;
+        json_reply("omq.system.call-service", &reply)
+    }
+}
+
+/// The route of a group that has this action.
+fn select(
+    scope: Scope,
+    method: Method,
+    path: &str,
+    action: Option<&str>,
+) -> Result<&'static Route, ApiError> {
+    let candidates = routes::group(scope, method, path);
+    if let Some(route) = candidates.iter().find(|r| r.action == action) {
+        return Ok(route);
+    }
+    let actions: Vec<&str> = candidates.iter().filter_map(|r| r.action).collect();
+    let shown = format!("{} {}{}", method.name(), scope.prefix(), path);
+    Err(match action {
+        None => ApiError::invalid(format!(
+            "{shown} needs an action: {} (as ?action=NAME or as a last path segment)",
+            actions.join(", ")
+        )),
+        Some(action) if actions.is_empty() => {
+            ApiError::invalid(format!("{shown} takes no action (given {action:?})"))
+        }
+        Some(action) => ApiError::invalid(format!(
+            "{shown} has no action {action:?}; its actions: {}",
+            actions.join(", ")
+        )),
+    })
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            "PAYLOAD-TOO-LARGE",
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(ApiError::new(
+            "BAD-REQUEST",
+            format!("cannot read the request body: {err}"),
+        )),
+    }
+}
+
+fn json_reply(verb: &str, body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            "INTERNAL-ERROR",
+            format!("the reply to {verb} is not JSON: {e}"),
+        )
+    })
+}
+
+fn class_code(text: &str) -> Result<u32, ApiError> {
+    if let Ok(code) = text.parse::<u32>() {
+        return Ok(code);
+    }
+    EventCode::ALL
+        .iter()
+        .map(|e| e.class())
+        .find(|c| c.name().eq_ignore_ascii_case(text))
+        .map(|c| c.code())
+        .ok_or_else(|| ApiError::invalid(format!("unknown event class {text:?}")))
+}
+
+fn event_code(text: &str) -> Result<u32, ApiError> {
+    if let Ok(code) = text.parse::<u32>() {
+        return Ok(code);
+    }
+    EventCode::ALL
+        .iter()
+        .find(|e| e.name().eq_ignore_ascii_case(text))
+        .map(|e| e.code())
+        .ok_or_else(|| ApiError::invalid(format!("unknown event {text:?}")))
+}
+
+fn process(entry: &RegistryEntry) -> Value {
+    json!({
+        "network_id": entry.network_id,
+        "process_type": entry.process_type,
+        "interfaces": entry.interfaces,
+        "endpoints": entry.endpoints,
+        "pid": entry.pid,
+        "status": entry.status,
+    })
+}
+
+/// One of the shapes `omq.system.get-status` is shown in.
+pub fn status_view(view: StatusView, status: &SystemStatus) -> Value {
+    let info = || {
+        json!({
+            "instance-key": status.instance_key,
+            "omq-version": status.version,
+            "session-id": status.session_id,
+            "pid": status.master_pid,
+            "host": status.host,
+            "starttime": status.started_ms,
+            "uptime": status.uptime_ms,
+            "status": status.status,
+        })
+    };
+    match view {
+        StatusView::Info => info(),
+        StatusView::System => {
+            let mut value = info();
+            value["processes"] = status.processes.iter().map(process).collect();
+            value
+        }
+        StatusView::Processes => status.processes.iter().map(process).collect(),
+        StatusView::Health => {
+            let mut counts = Map::new();
+            for entry in &status.processes {
+                let n = counts
+                    .get(&entry.status)
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                counts.insert(entry.status.clone(), Value::from(n + 1));
+            }
+            let problems: Vec<Value> = status
+                .processes
+                .iter()
+                .filter(|e| e.status != "running")
+                .map(|e| json!({"network_id": e.network_id, "status": e.status}))
+                .collect();
+            let health = if status.status != "running"
+                || status.processes.iter().any(|e| e.status == "failed")
+            {
+                "RED"
+            } else if !problems.is_empty() {
+                "YELLOW"
+            } else {
+                "GREEN"
+            };
+            json!({
+                "health": health,
+                "status": status.status,
+                "instance-key": status.instance_key,
+                "processes": counts,
+                "problems": problems,
+            })
+        }
+    }
+}
