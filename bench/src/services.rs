@@ -86,20 +86,27 @@ fn summary(mut latencies_us: Vec<u64>, elapsed: Duration, errors: usize) -> serd
     })
 }
 
-async fn measure(api: &ApiClient, callers: usize, run: Duration) -> Result<serde_json::Value> {
+/// Runs `callers` loops for `run`, each calling `call(n)` and waiting for it (true: the
+/// call succeeded), and summarises what they measured.
+async fn drive<F, Fut>(callers: usize, run: Duration, call: F) -> Result<serde_json::Value>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let start = Instant::now();
     let until = start + run;
     let mut tasks = Vec::new();
     for n in 0..callers {
-        let api = api.clone();
+        let call = call.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
             while Instant::now() < until {
                 let t = Instant::now();
-                match api.try_service("BENCH-SVC", "echo", json!([n])).await {
-                    Ok(Ok(_)) => latencies.push(t.elapsed().as_micros() as u64),
-                    _ => errors += 1,
+                if call(n).await {
+                    latencies.push(t.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
                 }
             }
             (latencies, errors)
@@ -112,6 +119,20 @@ async fn measure(api: &ApiClient, callers: usize, run: Duration) -> Result<serde
         errors += e;
     }
     Ok(summary(all, start.elapsed(), errors))
+}
+
+async fn measure(api: &ApiClient, callers: usize, run: Duration) -> Result<serde_json::Value> {
+    let api = api.clone();
+    drive(callers, run, move |n| {
+        let api = api.clone();
+        async move {
+            matches!(
+                api.try_service("BENCH-SVC", "echo", json!([n])).await,
+                Ok(Ok(_))
+            )
+        }
+    })
+    .await
 }
 
 /// The same calls straight to the service process's socket (the master's registry names
@@ -146,39 +167,23 @@ async fn measure_direct(
     let cluster = sluice_core::keys::load_key_file(&inst.home().join("etc/cluster.key"))?;
     let bus = sluice_core::bus::Bus::client()?;
     let client = Arc::new(bus.connect(&endpoint, cluster.public(), &cluster)?);
-    let start = Instant::now();
-    let until = start + run;
-    let mut tasks = Vec::new();
-    for n in 0..callers {
+    let measured = drive(callers, run, move |n| {
         let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            while Instant::now() < until {
-                let t = Instant::now();
-                let request = Envelope {
-                    method: "call".into(),
-                    body: json!({"method": "echo", "args": [n]})
-                        .to_string()
-                        .into_bytes(),
-                    ..Default::default()
-                };
-                match client.call(request, Duration::from_secs(10)).await {
-                    Ok(reply) if reply.error.is_none() => {
-                        latencies.push(t.elapsed().as_micros() as u64)
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await?;
-        all.extend(l);
-        errors += e;
-    }
+        async move {
+            let request = Envelope {
+                method: "call".into(),
+                body: json!({"method": "echo", "args": [n]})
+                    .to_string()
+                    .into_bytes(),
+                ..Default::default()
+            };
+            matches!(
+                client.call(request, Duration::from_secs(10)).await,
+                Ok(reply) if reply.error.is_none()
+            )
+        }
+    })
+    .await;
     drop(bus);
-    Ok(summary(all, start.elapsed(), errors))
+    measured
 }

@@ -171,12 +171,7 @@ impl Harness {
             .lock()
             .unwrap()
             .iter()
-            .map(|(m, b)| {
-                (
-                    m.clone(),
-                    serde_json::from_slice(b).unwrap_or(Value::Null),
-                )
-            })
+            .map(|(m, b)| (m.clone(), serde_json::from_slice(b).unwrap_or(Value::Null)))
             .collect()
     }
 }
@@ -199,7 +194,11 @@ async fn system_views() {
     let (_, processes) = h.json("GET", "/api/latest/system/processes", None).await;
     assert_eq!(processes.as_array().map(Vec::len), Some(2));
     let (_, events) = h
-        .json("GET", "/api/latest/system/events?event=system_startup&since_id=2", None)
+        .json(
+            "GET",
+            "/api/latest/system/events?event=system_startup&since_id=2",
+            None,
+        )
         .await;
     assert_eq!(
         events,
@@ -243,14 +242,23 @@ async fn actions_in_the_query_or_the_path_reach_the_same_verb() {
     let (status, err) = h.json("PUT", "/api/latest/orders/42", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        err["desc"].as_str().unwrap().contains("needs an action: retry"),
+        err["desc"]
+            .as_str()
+            .unwrap()
+            .contains("needs an action: retry"),
         "{err}"
     );
     let (status, err) = h
         .json("PUT", "/api/latest/orders/42?action=explode", None)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(err["desc"].as_str().unwrap().contains("no action \"explode\""), "{err}");
+    assert!(
+        err["desc"]
+            .as_str()
+            .unwrap()
+            .contains("no action \"explode\""),
+        "{err}"
+    );
     let (status, err) = h.json("GET", "/api/latest/orders/x", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
 }
@@ -303,11 +311,17 @@ async fn service_calls_are_external_and_errors_map_to_statuses() {
     let (status, err) = h
         .json("PUT", "/api/latest/services/S/secret/call", None)
         .await;
-    assert_eq!((status, err["err"].clone()), (StatusCode::FORBIDDEN, json!("AUTHORIZATION-ERROR")));
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::FORBIDDEN, json!("AUTHORIZATION-ERROR"))
+    );
     let (status, _) = h.json("GET", "/api/latest/orders/9", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, err) = h.json("PUT", "/api/latest/orders/9/block", None).await;
-    assert_eq!((status, err["err"].clone()), (StatusCode::CONFLICT, json!("STATUS-ERROR")));
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::CONFLICT, json!("STATUS-ERROR"))
+    );
 }
 
 #[tokio::test]
@@ -377,9 +391,17 @@ async fn malformed_and_unknown_requests_get_clear_json_errors() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let err: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(err["err"], "BAD-REQUEST");
-    assert!(err["desc"].as_str().unwrap().contains("not valid JSON"), "{err}");
+    assert!(
+        err["desc"].as_str().unwrap().contains("not valid JSON"),
+        "{err}"
+    );
 
-    for uri in ["/nope", "/api/latest/nope", "/api/v9/system", "/api/public/system"] {
+    for uri in [
+        "/nope",
+        "/api/latest/nope",
+        "/api/v9/system",
+        "/api/public/system",
+    ] {
         let (status, err) = h.json("GET", uri, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(err["err"], "NOT-FOUND", "{uri}");
@@ -409,10 +431,7 @@ async fn request_ids_are_echoed_or_made() {
         .unwrap();
     let (_, headers, _) = h.send(request).await;
     assert_eq!(headers["x-request-id"], "client-1");
-    let request = Request::builder()
-        .uri("/nope")
-        .body(Body::empty())
-        .unwrap();
+    let request = Request::builder().uri("/nope").body(Body::empty()).unwrap();
     let (_, headers, _) = h.send(request).await;
     assert_eq!(headers["x-request-id"].len(), 36);
 }
@@ -437,7 +456,10 @@ async fn with_rbac_only_public_routes_answer() {
         assert!(headers.contains_key(header::WWW_AUTHENTICATE));
         let err: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(err["err"], "AUTHENTICATION-ERROR");
-        assert!(err["desc"].as_str().unwrap().contains("not implemented"), "{err}");
+        assert!(
+            err["desc"].as_str().unwrap().contains("not implemented"),
+            "{err}"
+        );
     }
     assert_eq!(h.seen().len(), 1, "only the public call reached the master");
 }
@@ -527,5 +549,8 @@ fn preflight_names_the_listener_that_cannot_start() {
         cert: dir.path().join("cert.pem"),
         key: dir.path().join("other.pem"),
     });
-    assert!(mismatched.is_err(), "a key of another certificate is refused");
+    assert!(
+        mismatched.is_err(),
+        "a key of another certificate is refused"
+    );
 }

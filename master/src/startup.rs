@@ -62,6 +62,8 @@ pub enum StartupError {
     Session(SessionError),
     #[error("cannot recover crashed session {session}: {source}")]
     Recovery { session: i64, source: StoreError },
+    #[error("{0}")]
+    Gateway(sluice_http_gateway::GatewayError),
 }
 
 impl StartupError {
@@ -74,6 +76,7 @@ impl StartupError {
             Self::Datasource { .. } | Self::Schema { .. } | Self::ClockSkew { .. } => 2,
             Self::Log(_) => 3,
             Self::SessionHeld(_) | Self::Session(_) | Self::Recovery { .. } => 5,
+            Self::Gateway(_) => 7,
         }
     }
 
@@ -88,6 +91,8 @@ impl StartupError {
             Self::Log(_) => 73,                                 // EX_CANTCREAT
             Self::SessionHeld(_) => 75,                         // EX_TEMPFAIL
             Self::Session(_) | Self::Recovery { .. } => 69,
+            Self::Gateway(sluice_http_gateway::GatewayError::Tls { .. }) => 78, // EX_CONFIG
+            Self::Gateway(_) => 69,
         }
     }
 
@@ -108,6 +113,13 @@ impl StartupError {
             Self::Log(_) => Some("check qorus.logdir: the directory must be writable by this user"),
             Self::SessionHeld(_) => Some(
                 "stop the running master first, or give this one its own qorus.instance-key",
+            ),
+            Self::Gateway(sluice_http_gateway::GatewayError::Tls { .. }) => Some(
+                "fix the cert=/key= files of the listener in qorus.http-secure-server",
+            ),
+            Self::Gateway(_) => Some(
+                "another process may use the port: change qorus.http-server or \
+                 qorus.http-secure-server, or stop it",
             ),
             _ => None,
         }
@@ -318,6 +330,20 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
             listeners.join(", ")
         );
     } else {
+        // Every certificate loads and every address is free, or the start stops here,
+        // after stopping what steps 5 and 6 started.
+        if let Err(err) = sluice_http_gateway::preflight(&options) {
+            for kind in ChildKind::SHUTDOWN_ORDER {
+                node.supervisor.stop_kind(kind).await;
+            }
+            if let Err(e) = store
+                .close_session(opened.session, sluice_core::store::SessionStatus::Complete)
+                .await
+            {
+                tracing::warn!("cannot close session {session_id}: {e}; the next start recovers it");
+            }
+            return Err(StartupError::Gateway(err));
+        }
         node.supervisor.send(supervisor::Command::Start(ChildSpec {
             network_id: GATEWAY_ID.to_string(),
             kind: ChildKind::HttpGateway,
@@ -325,8 +351,7 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
             autostart: true,
         }));
         tracing::info!(
-            "startup step 7/7: HTTP gateway process started; it does not serve HTTP in this \
-             build yet (configured listeners: {})",
+            "startup step 7/7: HTTP gateway process started (listeners {})",
             listeners.join(", ")
         );
     }

@@ -163,12 +163,17 @@ impl Instance {
     pub fn new(backend: Backend, instance_key: &str, extra_options: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("sluice-e2e-").tempdir()?;
         fs::create_dir_all(dir.path().join("etc"))?;
-        // Its own cluster API port, so parallel tests never collide on the default 8002.
+        // Its own cluster API and HTTP ports, so parallel tests never collide on the
+        // defaults (8002, and the gateway's 8001).
+        let cluster_port = free_port();
+        let http_port = (0..100)
+            .map(|_| free_port())
+            .find(|p| *p != cluster_port)
+            .unwrap_or(0);
         let base = format!(
             "# written by the e2e harness\nqorus.instance-key: {instance_key}\nqorus.systemdb: {}\n\
-             qorus.cluster-api: tcp://127.0.0.1:{}\n",
+             qorus.cluster-api: tcp://127.0.0.1:{cluster_port}\nqorus.http-server: 127.0.0.1:{http_port}\n",
             backend.option_value(dir.path()),
-            free_port()
         );
         // The key first, from the base options: the extra lines may be deliberately bad.
         fs::write(dir.path().join("etc/options"), &base)?;

@@ -1,0 +1,545 @@
+//! End-to-end tests of the HTTP gateway: the real master starts `sluice-http-gateway`, which
+//! serves REST over real sockets (HTTP, and HTTPS with certificates made here) and
+//! forwards to the master, the service process and the workflow process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sluice_e2e::{
+    alive, child_pid_from_log, eventually, free_port, output_text, Backend, Instance,
+};
+
+const GATEWAY: &str = "http-gateway";
+const SVC: &str = "service-TEST-SVC-1.0";
+const WF: &str = "workflow-TEST-FLOW-1.0";
+const STOP_GRACE: Duration = Duration::from_secs(30);
+const SOON: Duration = Duration::from_secs(60);
+
+fn fixtures(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn load(inst: &Instance, files: &[PathBuf]) -> Result<()> {
+    let mut args = vec!["load".to_string()];
+    args.extend(files.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = inst.sluice(&args)?;
+    anyhow::ensure!(out.status.success(), "sluice load: {}", output_text(&out));
+    Ok(())
+}
+
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A running master whose gateway listens on the given options.
+struct Node {
+    inst: Instance,
+    key: String,
+    master: usize,
+}
+
+impl Node {
+    fn start(key: &str, options: &[&str], interfaces: &[PathBuf]) -> Result<Node> {
+        let mut inst = Instance::new(Backend::Sqlite, key, options)?;
+        let out = inst.sluice(&["schema", "create"])?;
+        anyhow::ensure!(out.status.success(), "{}", output_text(&out));
+        if !interfaces.is_empty() {
+            load(&inst, interfaces)?;
+        }
+        let master = inst.start_master(&[])?;
+        inst.wait_ready(master)?;
+        let node = Node {
+            inst,
+            key: key.to_string(),
+            master,
+        };
+        node.wait_log(GATEWAY, "HTTP gateway listening on")?;
+        Ok(node)
+    }
+
+    fn log(&self, process: &str) -> String {
+        std::fs::read_to_string(self.inst.log_file(&self.key, process)).unwrap_or_default()
+    }
+
+    fn wait_log(&self, process: &str, text: &str) -> Result<()> {
+        eventually(SOON, &format!("{text:?} in the {process} log"), || {
+            self.log(process).contains(text).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "master log:\n{}\n{process} log:\n{}",
+                self.log("master"),
+                self.log(process)
+            )
+        })
+    }
+
+    fn gateway_pid(&self, not: Option<i32>) -> Result<i32> {
+        eventually(SOON, "the gateway's pid", || {
+            child_pid_from_log(&self.log("master"), GATEWAY)
+                .filter(|p| Some(*p) != not && alive(*p))
+        })
+    }
+
+    fn stop(mut self) -> Result<()> {
+        let code = self.inst.stop(self.master, STOP_GRACE)?.code();
+        assert_eq!(code, Some(0), "master exit");
+        Ok(())
+    }
+}
+
+/// A small REST client: JSON in, `(status, JSON)` out.
+struct Rest {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Rest {
+    fn new(base: String) -> Result<Rest> {
+        Ok(Rest {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()?,
+            base,
+        })
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("{method} {path}: {status}, not JSON: {text:?}"))?;
+        Ok((status, value))
+    }
+
+    async fn get(&self, path: &str) -> Result<(StatusCode, Value)> {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn put(&self, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
+        self.send(Method::PUT, path, body).await
+    }
+
+    /// GETs until `check` accepts the reply.
+    async fn poll(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = std::time::Instant::now() + SOON;
+        loop {
+            if let Ok((StatusCode::OK, value)) = self.get(path).await {
+                if check(&value) {
+                    return Ok(value);
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("timed out waiting for {what}: last {value}");
+                }
+            } else if std::time::Instant::now() > deadline {
+                bail!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The REST API against a real node: system views, a service method (value, exception,
+/// internal), an order created and acted on, YAML, malformed input, unknown routes, and a
+/// gateway killed with SIGKILL that the master restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rest_api_against_a_running_node() -> Result<()> {
+    let port = free_port();
+    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
+    let mut interfaces = vec![fixtures("services").join("TEST-SVC-1.0.qsd.yaml")];
+    interfaces.extend(yaml_files(&fixtures("flow"))?);
+    let node = Node::start("e2e-gw-rest", &[&listener], &interfaces)?;
+    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
+
+    // ---- system
+    let (status, info) = rest.get("/api/public/info").await?;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["instance-key"], "e2e-gw-rest");
+    assert_eq!(info["pid"], node.inst.pid(node.master));
+    assert_eq!(info["status"], "running");
+    let (_, system) = rest.get("/api/v7/system").await?;
+    assert_eq!(system["instance-key"], "e2e-gw-rest");
+    let (_, processes) = rest.get("/api/latest/system/processes").await?;
+    assert!(
+        processes
+            .as_array()
+            .is_some_and(|p| p.iter().any(|e| e["network_id"] == GATEWAY && e["status"] == "running")),
+        "{processes}"
+    );
+    let (status, health) = rest.get("/api/latest/system/health").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(["GREEN", "YELLOW"].contains(&health["health"].as_str().unwrap_or_default()), "{health}");
+    let (_, events) = rest.get("/api/latest/system/events?event=SYSTEM_STARTUP").await?;
+    assert_eq!(events[0]["eventstr"], "SYSTEM_STARTUP", "{events}");
+    assert_eq!(events[0]["classstr"], "SYSTEM");
+    assert_eq!(events[0]["info"]["instance-key"], "e2e-gw-rest");
+    let (_, doc) = rest.get("/api/latest/openapi.json").await?;
+    assert!(doc["paths"]["/api/latest/orders/{workflow_instanceid}/retry"]["put"].is_object());
+
+    // ---- a service method through REST
+    node.wait_log(SVC, "ready:")?;
+    let (status, value) = rest
+        .put(
+            "/api/latest/services/TEST-SVC/echo?action=call",
+            Some(json!({"args": [1, "a", {"b": null}]})),
+        )
+        .await?;
+    assert_eq!((status, value), (StatusCode::OK, json!([1, "a", {"b": null}])));
+    let (status, value) = rest
+        .put("/api/latest/services/TEST-SVC/echo/call?args=hello", None)
+        .await?;
+    assert_eq!((status, value), (StatusCode::OK, json!(["hello"])));
+    let (status, err) = rest
+        .put(
+            "/api/latest/services/TEST-SVC/fail?action=call",
+            Some(json!({"args": "boom"})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["err"], "ValueError");
+    assert_eq!(err["desc"], "boom");
+    assert_eq!(err["info"]["type"], "ValueError");
+    assert!(
+        err["info"]["traceback"].as_str().unwrap_or_default().contains("in fail"),
+        "{err}"
+    );
+    let (status, err) = rest
+        .put("/api/latest/services/TEST-SVC/secret?action=call", None)
+        .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    assert_eq!(err["err"], "AUTHORIZATION-ERROR");
+    let (status, err) = rest
+        .put("/api/latest/services/NO-SUCH-SVC/echo?action=call", None)
+        .await?;
+    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("SERVICE-NOT-FOUND")));
+    let (_, services) = rest.get("/api/latest/services").await?;
+    assert!(
+        services.as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "TEST-SVC")),
+        "{services}"
+    );
+    let (status, service) = rest.get("/api/latest/services/TEST-SVC").await?;
+    assert_eq!(status, StatusCode::OK, "{service}");
+    let (status, groups) = rest.get("/api/latest/groups").await?;
+    assert_eq!(status, StatusCode::OK, "{groups}");
+    assert!(groups.is_array(), "{groups}");
+    let (status, jobs) = rest.get("/api/latest/jobs").await?;
+    assert_eq!((status, jobs), (StatusCode::OK, json!([])));
+    let (status, err) = rest.get("/api/latest/jobs/NOPE").await?;
+    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("NOT-FOUND")));
+
+    // ---- YAML in and out
+    let response = rest
+        .http
+        .put(format!("{}/api/latest/services/TEST-SVC/echo/call", rest.base))
+        .header("Content-Type", "application/x-yaml")
+        .body("args:\n  - 1\n  - two\n  - {three: 3}\n")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/x-yaml",
+        "YAML in, YAML out"
+    );
+    let text = response.text().await?;
+    assert_eq!(
+        sluice_http_gateway::format::from_yaml(&text).map_err(anyhow::Error::msg)?,
+        json!([1, "two", {"three": 3}]),
+        "{text}"
+    );
+
+    // ---- orders
+    node.wait_log(WF, "ready:")?;
+    let out = node.inst.home().join("effects.txt");
+    let response = rest
+        .http
+        .post(format!("{}/api/latest/workflows/TEST-FLOW?action=createOrder", rest.base))
+        .json(&json!({"staticdata": {"out": out}, "orderkeys": {"ref": "R-1"}}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await?;
+    let id = created["workflow_instanceid"].as_i64().context("an order id")?;
+    let order = rest
+        .poll(&format!("/api/latest/orders/{id}"), "the order to complete", |o| {
+            o["workflowstatus"] == "COMPLETE"
+        })
+        .await?;
+    assert_eq!(order["keys"]["ref"], json!(["R-1"]));
+    assert_eq!(order["steps"].as_array().map(Vec::len), Some(4), "{order}");
+    let (status, err) = rest.put(&format!("/api/latest/orders/{id}?action=block"), None).await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["err"], "STATUS-ERROR");
+
+    // A scheduled order, acted on with both forms of the action.
+    let response = rest
+        .http
+        .post(format!("{}/api/latest/workflows/TEST-FLOW/createOrder", rest.base))
+        .json(&json!({"staticdata": {"out": out}, "scheduled": "2100-01-01T00:00:00Z"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let later = response.json::<Value>().await?["workflow_instanceid"]
+        .as_i64()
+        .context("an order id")?;
+    for (path, body, status_after) in [
+        (format!("/api/latest/orders/{later}?action=block"), None, "BLOCKED"),
+        (format!("/api/latest/orders/{later}/unblock"), None, "SCHEDULED"),
+        (
+            format!("/api/latest/orders/{later}/setPriority?priority=7"),
+            None,
+            "SCHEDULED",
+        ),
+        (format!("/api/latest/orders/{later}?action=cancel"), None, "CANCELED"),
+        (
+            format!("/api/latest/orders/{later}?action=uncancel"),
+            None,
+            "SCHEDULED",
+        ),
+        (
+            format!("/api/latest/orders/{later}?action=dynamicData"),
+            Some(json!({"data": {"approved": true}})),
+            "SCHEDULED",
+        ),
+    ] {
+        let (status, reply) = rest.put(&path, body).await?;
+        assert_eq!(status, StatusCode::OK, "{path}: {reply}");
+        assert_eq!(reply["workflowstatus"], status_after, "{path}: {reply}");
+    }
+    let (status, note) = rest
+        .put(&format!("/api/latest/orders/{later}?action=notes&note=checked"), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{note}");
+    assert!(note["noteid"].is_i64(), "{note}");
+    let order = rest.get(&format!("/api/latest/orders/{later}")).await?.1;
+    assert_eq!(order["priority"], 7);
+    assert_eq!(order["dynamicdata"]["approved"], true);
+    assert_eq!(order["notes"][0]["note"], "checked");
+    let (_, found) = rest
+        .get("/api/latest/orders?name=TEST-FLOW&status=SCHEDULED,COMPLETE")
+        .await?;
+    let ids: Vec<i64> = found
+        .as_array()
+        .map(|l| l.iter().filter_map(|o| o["workflow_instanceid"].as_i64()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec![later, id], "newest first");
+    let (status, err) = rest.get("/api/latest/orders/999999").await?;
+    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("WORKFLOW-ORDER-NOT-FOUND")));
+    let (status, err) = rest
+        .send(
+            Method::POST,
+            "/api/latest/workflows/NO-SUCH-FLOW?action=createOrder",
+            Some(json!({"staticdata": {}})),
+        )
+        .await?;
+    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("UNKNOWN-WORKFLOW")));
+
+    // ---- malformed input and unknown routes: clear errors, and the gateway stays up
+    let response = rest
+        .http
+        .post(format!("{}/api/latest/workflows/TEST-FLOW?action=createOrder", rest.base))
+        .header("Content-Type", "application/json")
+        .body("{\"staticdata\": {")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let err: Value = response.json().await?;
+    assert_eq!(err["err"], "BAD-REQUEST");
+    assert!(err["desc"].as_str().unwrap_or_default().contains("not valid JSON"), "{err}");
+    let (status, err) = rest.get("/api/latest/no/such/route").await?;
+    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("NOT-FOUND")));
+    let (status, err) = rest.put("/api/latest/orders/1?action=explode", None).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    // Not HTTP at all.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        raw.set_read_timeout(Some(Duration::from_secs(5)))?;
+        raw.write_all(b"\x16\x03\x01 this is not HTTP\r\n\r\n")?;
+        let mut answer = Vec::new();
+        let _ = raw.read_to_end(&mut answer);
+    }
+    let response = rest
+        .http
+        .get(format!("{}/api/public/info", rest.base))
+        .header("X-Request-Id", "e2e-request-1")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK, "the gateway is still up");
+    assert_eq!(response.headers()["x-request-id"], "e2e-request-1");
+    let access = node.log(GATEWAY);
+    assert!(
+        access.contains(&format!("/api/latest/orders/{later}?action&note")),
+        "the access log names the query's parameters:\n{access}"
+    );
+    assert!(access.contains("e2e-request-1"), "and the request id:\n{access}");
+    assert!(!access.contains("checked"), "but not their values:\n{access}");
+
+    // ---- kill -9 of the gateway: the master restarts it and it serves again
+    let pid = node.gateway_pid(None)?;
+    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    let restarted = node.gateway_pid(Some(pid))?;
+    assert_ne!(restarted, pid);
+    let info = rest
+        .poll("/api/public/info", "the restarted gateway", |i| {
+            i["instance-key"] == "e2e-gw-rest"
+        })
+        .await?;
+    assert_eq!(info["status"], "running");
+    node.stop()
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, written as `NAME.crt` (the chain) and
+/// `NAME.key`; returns the CA's PEM for the client to trust.
+fn certificate(dir: &Path, name: &str) -> Result<String> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    std::fs::write(
+        dir.join(format!("{name}.crt")),
+        format!("{}{}", cert.pem(), ca.pem()),
+    )?;
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem())?;
+    Ok(ca.pem())
+}
+
+fn trusting(ca_pem: &str) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// Two HTTPS listeners, each with its own certificate, and a plain one, all at once; then
+/// a graceful stop: a request in flight completes, new connections are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_on_two_ports_and_a_graceful_stop() -> Result<()> {
+    let certs = tempfile::tempdir()?;
+    let ca_one = certificate(certs.path(), "one")?;
+    let ca_two = certificate(certs.path(), "two")?;
+    let (p1, p2, plain) = (free_port(), free_port(), free_port());
+    let dir = certs.path().display();
+    let secure = format!(
+        "qorus.http-secure-server: 127.0.0.1:{p1}{{cert={dir}/one.crt;key={dir}/one.key}}, \
+         127.0.0.1:{p2}{{cert={dir}/two.crt;key={dir}/two.key}}"
+    );
+    let http = format!("qorus.http-server: 127.0.0.1:{plain}");
+    let node = Node::start("e2e-gw-tls", &[&secure, &http], &[])?;
+
+    let one = trusting(&ca_one)?;
+    let two = trusting(&ca_two)?;
+    for (client, port) in [(&one, p1), (&two, p2)] {
+        let response = client
+            .get(format!("https://127.0.0.1:{port}/api/public/info"))
+            .send()
+            .await
+            .with_context(|| format!("HTTPS on port {port}"))?;
+        assert_eq!(response.status(), StatusCode::OK);
+        let info: Value = response.json().await?;
+        assert_eq!(info["instance-key"], "e2e-gw-tls");
+    }
+    // Each listener serves its own certificate: a client trusting only the first CA
+    // refuses the second port.
+    assert!(
+        one.get(format!("https://127.0.0.1:{p2}/api/public/info"))
+            .send()
+            .await
+            .is_err(),
+        "port {p2} must not present the first listener's certificate"
+    );
+    let rest = Rest::new(format!("http://127.0.0.1:{plain}"))?;
+    assert_eq!(rest.get("/api/public/info").await?.0, StatusCode::OK);
+
+    // A long poll in flight when the master stops the gateway completes.
+    let in_flight = {
+        let client = one.clone();
+        tokio::spawn(async move {
+            client
+                .get(format!(
+                    "https://127.0.0.1:{p1}/api/latest/system/events?event=USER_EVENT&wait_ms=4000"
+                ))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.inst.signal(node.master, Signal::SIGTERM)?;
+    node.wait_log(GATEWAY, "HTTP gateway stopping")?;
+    eventually(Duration::from_secs(5), "new connections to be refused", || {
+        std::net::TcpStream::connect(("127.0.0.1", plain))
+            .is_err()
+            .then_some(())
+    })?;
+    let response = in_flight.await?.context("the request in flight")?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await?, json!([]));
+    node.stop()
+}
+
+/// Startup step 7: a taken port or a bad certificate stops the master's start, naming
+/// the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listener_that_cannot_start_stops_the_master() -> Result<()> {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
+    let mut inst = Instance::new(Backend::Sqlite, "e2e-gw-taken", &[&listener])?;
+    let master = inst.start_master(&["--create-schema"])?;
+    let status = inst.wait_exit(master, SOON)?;
+    let stderr = inst.stderr(master);
+    assert_eq!(status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("startup step 7 failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("HTTP listener 127.0.0.1:{port}: cannot listen")),
+        "{stderr}"
+    );
+    drop(taken);
+
+    let certs = tempfile::tempdir()?;
+    let bad = certs.path().join("bad.pem");
+    std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")?;
+    let secure = format!(
+        "qorus.http-secure-server: 127.0.0.1:{}{{cert={}}}",
+        free_port(),
+        bad.display()
+    );
+    let mut inst = Instance::new(Backend::Sqlite, "e2e-gw-badcert", &[&secure])?;
+    let master = inst.start_master(&["--create-schema"])?;
+    let status = inst.wait_exit(master, SOON)?;
+    let stderr = inst.stderr(master);
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("startup step 7 failed: HTTP listener 127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("bad.pem"), "{stderr}");
+    Ok(())
+}
