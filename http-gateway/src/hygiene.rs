@@ -108,7 +108,7 @@ pub async fn track(mut request: Request, next: Next) -> Response<Body> {
         method = %method,
         path = %path,
         status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
         request_id = id.to_str().unwrap_or("-"),
         peer = %peer,
         "{method} {path} {}",

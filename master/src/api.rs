@@ -837,6 +837,22 @@ mod tests {
         }
     }
 
+    /// docs/cluster-api.md is what client writers read: every verb the master serves is in it.
+    #[test]
+    fn every_verb_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/cluster-api.md"
+        ))
+        .expect("docs/cluster-api.md");
+        let missing: Vec<&str> = VERBS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| !doc.contains(&format!("`{name}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/cluster-api.md: {missing:?}");
+    }
+
     #[tokio::test]
     async fn children_raise_interface_events_with_their_audit_records() {
         let dir = tempfile::tempdir().expect("tempdir");
