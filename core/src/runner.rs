@@ -930,6 +930,28 @@ fn holds_runner(dir: &Path) -> bool {
     dir.join("sluice_runner").join("__main__.py").is_file()
 }
 
+/// How a [`Host`] reaches the engine that owns its runner. The runner needs its host
+/// before the engine (which holds the runner) exists, so the host keeps a weak slot that
+/// is filled once the engine is built, and empty again once it is gone.
+pub struct EngineSlot<T>(Mutex<std::sync::Weak<T>>);
+
+impl<T> Default for EngineSlot<T> {
+    fn default() -> Self {
+        EngineSlot(Mutex::new(std::sync::Weak::new()))
+    }
+}
+
+impl<T> EngineSlot<T> {
+    pub fn attach(&self, engine: &Arc<T>) {
+        *lock(&self.0) = Arc::downgrade(engine);
+    }
+
+    /// The engine, while it exists.
+    pub fn get(&self) -> Option<Arc<T>> {
+        lock(&self.0).upgrade()
+    }
+}
+
 /// The module name interface code is loaded under: `PREFIX_NAME_VERSION_HASH8`, with
 /// every character Python does not allow in a name replaced, and the code hash's start so
 /// that new code (a reset) loads as a new module beside the old.

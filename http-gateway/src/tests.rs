@@ -133,6 +133,10 @@ impl Harness {
     }
 
     fn with(rbac_security: bool, answer: Answer) -> Harness {
+        Self::configured(rbac_security, false, answer)
+    }
+
+    fn configured(rbac_security: bool, cors: bool, answer: Answer) -> Harness {
         let master = Arc::new(FakeMaster {
             seen: Mutex::new(Vec::new()),
             answer,
@@ -140,7 +144,7 @@ impl Harness {
         let app = app(Gateway {
             master: master.clone(),
             rbac_security,
-            cors: false,
+            cors,
         });
         Harness { app, master }
     }
@@ -553,4 +557,39 @@ fn preflight_names_the_listener_that_cannot_start() {
         mismatched.is_err(),
         "a key of another certificate is refused"
     );
+}
+
+#[tokio::test]
+async fn cors_only_when_enabled() {
+    let preflight = || {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/api/latest/system")
+            .header(header::ORIGIN, "https://ui.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let simple = || {
+        Request::builder()
+            .uri("/api/public/info")
+            .header(header::ORIGIN, "https://ui.example")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let off = Harness::new(false);
+    let (_, headers, _) = off.send(preflight()).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    let (_, headers, _) = off.send(simple()).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+
+    // On, even with RBAC: a browser's preflight carries no credentials.
+    let on = Harness::configured(true, true, Box::new(standard));
+    let (status, headers, _) = on.send(preflight()).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let (status, headers, _) = on.send(simple()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(on.seen().len() == 1, "the preflight did not reach the master");
 }

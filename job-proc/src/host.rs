@@ -5,28 +5,26 @@
 //! Every write is committed before the call returns to user code, so a run that went on
 //! after `saveStateData` never finds its state lost.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use serde_json::Value;
-use sluice_core::runner::{CallbackError, CallbackFuture, Host};
+use sluice_core::runner::{CallbackError, CallbackFuture, EngineSlot, Host};
 
 use crate::Shared;
 
+/// The runner's host: the engine's APIs for user code.
 #[derive(Default)]
 pub struct JobHost {
-    shared: Mutex<Weak<Shared>>,
+    shared: EngineSlot<Shared>,
 }
 
 impl JobHost {
     pub fn attach(&self, shared: &Arc<Shared>) {
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(shared);
+        self.shared.attach(shared);
     }
 
     fn shared(&self) -> Option<Arc<Shared>> {
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade()
+        self.shared.get()
     }
 }
 

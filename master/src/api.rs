@@ -850,7 +850,10 @@ mod tests {
             .map(|(name, _)| *name)
             .filter(|name| !doc.contains(&format!("`{name}`")))
             .collect();
-        assert!(missing.is_empty(), "not in docs/cluster-api.md: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "not in docs/cluster-api.md: {missing:?}"
+        );
     }
 
     #[tokio::test]

@@ -340,7 +340,9 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
                 .close_session(opened.session, sluice_core::store::SessionStatus::Complete)
                 .await
             {
-                tracing::warn!("cannot close session {session_id}: {e}; the next start recovers it");
+                tracing::warn!(
+                    "cannot close session {session_id}: {e}; the next start recovers it"
+                );
             }
             return Err(StartupError::Gateway(err));
         }

@@ -13,7 +13,7 @@
 //! a crashed service process; state kept with `saveStateData` survives in the database.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sluice_core::child::{ChildContext, Request};
 use sluice_core::events::{EventCode, Severity};
 use sluice_core::host_api::{HostApi, SERVICE_CALL_TIMEOUT};
-use sluice_core::runner::{CallbackError, CallbackFuture, ClassInfo, Host, Runner};
+use sluice_core::runner::{CallbackError, CallbackFuture, ClassInfo, EngineSlot, Host, Runner};
 use sluice_core::store::services::{MethodLock, ServiceProgram};
 use sluice_core::store::Store;
 use sluice_proto::v1::{envelope::Kind, Envelope};
@@ -102,19 +102,14 @@ impl Service {
 /// The runner's host: state data here, everything else through [`HostApi`].
 #[derive(Default)]
 struct ServiceHost {
-    service: Mutex<Weak<Service>>,
+    service: EngineSlot<Service>,
     /// Until the service exists (load time): what `getStateData` and events need.
     early: Mutex<Option<(HostApi, i64)>>,
 }
 
 impl ServiceHost {
     fn parts(&self) -> Option<(HostApi, i64)> {
-        if let Some(service) = self
-            .service
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade()
-        {
+        if let Some(service) = self.service.get() {
             return Some((service.api.clone(), service.current().program.serviceid));
         }
         self.early.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -288,7 +283,7 @@ async fn setup(
         starting: AtomicUsize::new(0),
         starts: Mutex::default(),
     });
-    *host.service.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&service);
+    host.service.attach(&service);
     begin(&service, &loaded);
     Ok(service)
 }

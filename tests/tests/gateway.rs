@@ -118,8 +118,15 @@ impl Rest {
         })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -183,15 +190,20 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     assert_eq!(system["instance-key"], "e2e-gw-rest");
     let (_, processes) = rest.get("/api/latest/system/processes").await?;
     assert!(
-        processes
-            .as_array()
-            .is_some_and(|p| p.iter().any(|e| e["network_id"] == GATEWAY && e["status"] == "running")),
+        processes.as_array().is_some_and(|p| p
+            .iter()
+            .any(|e| e["network_id"] == GATEWAY && e["status"] == "running")),
         "{processes}"
     );
     let (status, health) = rest.get("/api/latest/system/health").await?;
     assert_eq!(status, StatusCode::OK);
-    assert!(["GREEN", "YELLOW"].contains(&health["health"].as_str().unwrap_or_default()), "{health}");
-    let (_, events) = rest.get("/api/latest/system/events?event=SYSTEM_STARTUP").await?;
+    assert!(
+        ["GREEN", "YELLOW"].contains(&health["health"].as_str().unwrap_or_default()),
+        "{health}"
+    );
+    let (_, events) = rest
+        .get("/api/latest/system/events?event=SYSTEM_STARTUP")
+        .await?;
     assert_eq!(events[0]["eventstr"], "SYSTEM_STARTUP", "{events}");
     assert_eq!(events[0]["classstr"], "SYSTEM");
     assert_eq!(events[0]["info"]["instance-key"], "e2e-gw-rest");
@@ -206,7 +218,10 @@ async fn rest_api_against_a_running_node() -> Result<()> {
             Some(json!({"args": [1, "a", {"b": null}]})),
         )
         .await?;
-    assert_eq!((status, value), (StatusCode::OK, json!([1, "a", {"b": null}])));
+    assert_eq!(
+        (status, value),
+        (StatusCode::OK, json!([1, "a", {"b": null}]))
+    );
     let (status, value) = rest
         .put("/api/latest/services/TEST-SVC/echo/call?args=hello", None)
         .await?;
@@ -222,7 +237,10 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     assert_eq!(err["desc"], "boom");
     assert_eq!(err["info"]["type"], "ValueError");
     assert!(
-        err["info"]["traceback"].as_str().unwrap_or_default().contains("in fail"),
+        err["info"]["traceback"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in fail"),
         "{err}"
     );
     let (status, err) = rest
@@ -233,10 +251,15 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     let (status, err) = rest
         .put("/api/latest/services/NO-SUCH-SVC/echo?action=call", None)
         .await?;
-    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("SERVICE-NOT-FOUND")));
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::NOT_FOUND, json!("SERVICE-NOT-FOUND"))
+    );
     let (_, services) = rest.get("/api/latest/services").await?;
     assert!(
-        services.as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "TEST-SVC")),
+        services
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "TEST-SVC")),
         "{services}"
     );
     let (status, service) = rest.get("/api/latest/services/TEST-SVC").await?;
@@ -247,12 +270,18 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     let (status, jobs) = rest.get("/api/latest/jobs").await?;
     assert_eq!((status, jobs), (StatusCode::OK, json!([])));
     let (status, err) = rest.get("/api/latest/jobs/NOPE").await?;
-    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("NOT-FOUND")));
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::NOT_FOUND, json!("NOT-FOUND"))
+    );
 
     // ---- YAML in and out
     let response = rest
         .http
-        .put(format!("{}/api/latest/services/TEST-SVC/echo/call", rest.base))
+        .put(format!(
+            "{}/api/latest/services/TEST-SVC/echo/call",
+            rest.base
+        ))
         .header("Content-Type", "application/x-yaml")
         .body("args:\n  - 1\n  - two\n  - {three: 3}\n")
         .send()
@@ -275,28 +304,40 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     let out = node.inst.home().join("effects.txt");
     let response = rest
         .http
-        .post(format!("{}/api/latest/workflows/TEST-FLOW?action=createOrder", rest.base))
+        .post(format!(
+            "{}/api/latest/workflows/TEST-FLOW?action=createOrder",
+            rest.base
+        ))
         .json(&json!({"staticdata": {"out": out}, "orderkeys": {"ref": "R-1"}}))
         .send()
         .await?;
     assert_eq!(response.status(), StatusCode::CREATED);
     let created: Value = response.json().await?;
-    let id = created["workflow_instanceid"].as_i64().context("an order id")?;
+    let id = created["workflow_instanceid"]
+        .as_i64()
+        .context("an order id")?;
     let order = rest
-        .poll(&format!("/api/latest/orders/{id}"), "the order to complete", |o| {
-            o["workflowstatus"] == "COMPLETE"
-        })
+        .poll(
+            &format!("/api/latest/orders/{id}"),
+            "the order to complete",
+            |o| o["workflowstatus"] == "COMPLETE",
+        )
         .await?;
     assert_eq!(order["keys"]["ref"], json!(["R-1"]));
     assert_eq!(order["steps"].as_array().map(Vec::len), Some(4), "{order}");
-    let (status, err) = rest.put(&format!("/api/latest/orders/{id}?action=block"), None).await?;
+    let (status, err) = rest
+        .put(&format!("/api/latest/orders/{id}?action=block"), None)
+        .await?;
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
     assert_eq!(err["err"], "STATUS-ERROR");
 
     // A scheduled order, acted on with both forms of the action.
     let response = rest
         .http
-        .post(format!("{}/api/latest/workflows/TEST-FLOW/createOrder", rest.base))
+        .post(format!(
+            "{}/api/latest/workflows/TEST-FLOW/createOrder",
+            rest.base
+        ))
         .json(&json!({"staticdata": {"out": out}, "scheduled": "2100-01-01T00:00:00Z"}))
         .send()
         .await?;
@@ -305,14 +346,26 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         .as_i64()
         .context("an order id")?;
     for (path, body, status_after) in [
-        (format!("/api/latest/orders/{later}?action=block"), None, "BLOCKED"),
-        (format!("/api/latest/orders/{later}/unblock"), None, "SCHEDULED"),
+        (
+            format!("/api/latest/orders/{later}?action=block"),
+            None,
+            "BLOCKED",
+        ),
+        (
+            format!("/api/latest/orders/{later}/unblock"),
+            None,
+            "SCHEDULED",
+        ),
         (
             format!("/api/latest/orders/{later}/setPriority?priority=7"),
             None,
             "SCHEDULED",
         ),
-        (format!("/api/latest/orders/{later}?action=cancel"), None, "CANCELED"),
+        (
+            format!("/api/latest/orders/{later}?action=cancel"),
+            None,
+            "CANCELED",
+        ),
         (
             format!("/api/latest/orders/{later}?action=uncancel"),
             None,
@@ -329,7 +382,10 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         assert_eq!(reply["workflowstatus"], status_after, "{path}: {reply}");
     }
     let (status, note) = rest
-        .put(&format!("/api/latest/orders/{later}?action=notes&note=checked"), None)
+        .put(
+            &format!("/api/latest/orders/{later}?action=notes&note=checked"),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::OK, "{note}");
     assert!(note["noteid"].is_i64(), "{note}");
@@ -342,11 +398,18 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         .await?;
     let ids: Vec<i64> = found
         .as_array()
-        .map(|l| l.iter().filter_map(|o| o["workflow_instanceid"].as_i64()).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|o| o["workflow_instanceid"].as_i64())
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(ids, vec![later, id], "newest first");
     let (status, err) = rest.get("/api/latest/orders/999999").await?;
-    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("WORKFLOW-ORDER-NOT-FOUND")));
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::NOT_FOUND, json!("WORKFLOW-ORDER-NOT-FOUND"))
+    );
     let (status, err) = rest
         .send(
             Method::POST,
@@ -354,12 +417,18 @@ async fn rest_api_against_a_running_node() -> Result<()> {
             Some(json!({"staticdata": {}})),
         )
         .await?;
-    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("UNKNOWN-WORKFLOW")));
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::NOT_FOUND, json!("UNKNOWN-WORKFLOW"))
+    );
 
     // ---- malformed input and unknown routes: clear errors, and the gateway stays up
     let response = rest
         .http
-        .post(format!("{}/api/latest/workflows/TEST-FLOW?action=createOrder", rest.base))
+        .post(format!(
+            "{}/api/latest/workflows/TEST-FLOW?action=createOrder",
+            rest.base
+        ))
         .header("Content-Type", "application/json")
         .body("{\"staticdata\": {")
         .send()
@@ -367,10 +436,21 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let err: Value = response.json().await?;
     assert_eq!(err["err"], "BAD-REQUEST");
-    assert!(err["desc"].as_str().unwrap_or_default().contains("not valid JSON"), "{err}");
+    assert!(
+        err["desc"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not valid JSON"),
+        "{err}"
+    );
     let (status, err) = rest.get("/api/latest/no/such/route").await?;
-    assert_eq!((status, err["err"].clone()), (StatusCode::NOT_FOUND, json!("NOT-FOUND")));
-    let (status, err) = rest.put("/api/latest/orders/1?action=explode", None).await?;
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::NOT_FOUND, json!("NOT-FOUND"))
+    );
+    let (status, err) = rest
+        .put("/api/latest/orders/1?action=explode", None)
+        .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     // Not HTTP at all.
     {
@@ -394,8 +474,14 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         access.contains(&format!("/api/latest/orders/{later}?action&note")),
         "the access log names the query's parameters:\n{access}"
     );
-    assert!(access.contains("e2e-request-1"), "and the request id:\n{access}");
-    assert!(!access.contains("checked"), "but not their values:\n{access}");
+    assert!(
+        access.contains("e2e-request-1"),
+        "and the request id:\n{access}"
+    );
+    assert!(
+        !access.contains("checked"),
+        "but not their values:\n{access}"
+    );
 
     // ---- kill -9 of the gateway: the master restarts it and it serves again
     let pid = node.gateway_pid(None)?;
@@ -422,7 +508,8 @@ fn certificate(dir: &Path, name: &str) -> Result<String> {
         .push(rcgen::DnType::CommonName, format!("{name} test CA"));
     let ca = ca_params.self_signed(&ca_key)?;
     let key = rcgen::KeyPair::generate()?;
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
     let cert = params.signed_by(&key, &ca, &ca_key)?;
     std::fs::write(
         dir.join(format!("{name}.crt")),
@@ -496,11 +583,15 @@ async fn https_on_two_ports_and_a_graceful_stop() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     node.inst.signal(node.master, Signal::SIGTERM)?;
     node.wait_log(GATEWAY, "HTTP gateway stopping")?;
-    eventually(Duration::from_secs(5), "new connections to be refused", || {
-        std::net::TcpStream::connect(("127.0.0.1", plain))
-            .is_err()
-            .then_some(())
-    })?;
+    eventually(
+        Duration::from_secs(5),
+        "new connections to be refused",
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", plain))
+                .is_err()
+                .then_some(())
+        },
+    )?;
     let response = in_flight.await?.context("the request in flight")?;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.json::<Value>().await?, json!([]));
@@ -528,7 +619,10 @@ async fn a_listener_that_cannot_start_stops_the_master() -> Result<()> {
 
     let certs = tempfile::tempdir()?;
     let bad = certs.path().join("bad.pem");
-    std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")?;
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )?;
     let secure = format!(
         "qorus.http-secure-server: 127.0.0.1:{}{{cert={}}}",
         free_port(),
@@ -539,7 +633,10 @@ async fn a_listener_that_cannot_start_stops_the_master() -> Result<()> {
     let status = inst.wait_exit(master, SOON)?;
     let stderr = inst.stderr(master);
     assert_eq!(status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("startup step 7 failed: HTTP listener 127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("startup step 7 failed: HTTP listener 127.0.0.1:"),
+        "{stderr}"
+    );
     assert!(stderr.contains("bad.pem"), "{stderr}");
     Ok(())
 }

@@ -3,29 +3,27 @@
 //! Changes to an order (dynamic data, keys) are committed before the call returns to user
 //! code, so a step that went on after `updateDynamicData` never sees its change lost.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use serde_json::Value;
-use sluice_core::runner::{CallbackError, CallbackFuture, Host};
+use sluice_core::runner::{CallbackError, CallbackFuture, EngineSlot, Host};
 use sluice_core::store::engine::OrderTransition;
 
 use crate::Shared;
 
+/// The runner's host: the engine's APIs for user code.
 #[derive(Default)]
 pub struct EngineHost {
-    shared: Mutex<Weak<Shared>>,
+    shared: EngineSlot<Shared>,
 }
 
 impl EngineHost {
     pub fn attach(&self, shared: &Arc<Shared>) {
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(shared);
+        self.shared.attach(shared);
     }
 
     fn shared(&self) -> Option<Arc<Shared>> {
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade()
+        self.shared.get()
     }
 }
 
