@@ -23,6 +23,7 @@ pub mod errors;
 pub mod format;
 pub mod listeners;
 pub mod routes;
+pub mod rpc;
 
 mod args;
 mod auth;

@@ -591,5 +591,8 @@ async fn cors_only_when_enabled() {
     let (status, headers, _) = on.send(simple()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
-    assert!(on.seen().len() == 1, "the preflight did not reach the master");
+    assert!(
+        on.seen().len() == 1,
+        "the preflight did not reach the master"
+    );
 }

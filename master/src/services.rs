@@ -265,10 +265,13 @@ async fn load(api: &Api, name: &str, version: Option<&str>) -> Result<RegistryEn
         row.name,
         row.version
     );
-    api.supervisor.send(Command::Start(spec));
+    api.supervisor.send(Command::Start(spec.clone()));
     let wait = async {
         // A start after a crash loop (failed) is a fresh chance; wait past that status.
         let mut seen_start = false;
+        // The supervisor ignores a start while the process is stopping (an unload in
+        // progress): once that process is gone, ask again.
+        let mut stopping = false;
         loop {
             let entry = watch
                 .borrow_and_update()
@@ -287,6 +290,11 @@ async fn load(api: &Api, name: &str, version: Option<&str>) -> Result<RegistryEn
                     ))
                 }
                 Some(e) if e.status == "starting" || e.status == "restarting" => seen_start = true,
+                Some(e) if e.status == "stopping" => stopping = true,
+                None if stopping => {
+                    stopping = false;
+                    api.supervisor.send(Command::Start(spec.clone()));
+                }
                 _ => {}
             }
             if watch.changed().await.is_err() {

@@ -373,6 +373,15 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
     };
 
     let ready_ms = sluice_core::now_ms() - started_ms;
+    // The audit record first: SYSTEM_STARTUP is the readiness signal, and whoever acts on
+    // it must find the startup already recorded.
+    system
+        .audit(
+            AuditEventCode::SystemStartup,
+            Some(system.options.instance_key().to_string()),
+            Some(format!("session {session_id}")),
+        )
+        .await;
     system.raise(
         EventCode::SystemStartup,
         Severity::Info,
@@ -385,13 +394,6 @@ pub async fn start(args: &Args, log: LogFile) -> Result<System, StartupError> {
             "startup_ms": ready_ms,
         }),
     );
-    system
-        .audit(
-            AuditEventCode::SystemStartup,
-            Some(system.options.instance_key().to_string()),
-            Some(format!("session {session_id}")),
-        )
-        .await;
     tracing::info!("Sluice master ready in {ready_ms} ms");
 
     if let Some(reason) = system.shutdown.requested() {

@@ -353,7 +353,11 @@ fn shutdown_over_the_cluster_api_with_rbac_refused_then_allowed() -> Result<()> 
     // Without RBAC the same key may stop the node.
     std::fs::write(
         inst.options_file(),
-        format!("qorus.instance-key: {key}\nqorus.cluster-api: tcp://127.0.0.1:{port}\n"),
+        format!(
+            "qorus.instance-key: {key}\nqorus.cluster-api: tcp://127.0.0.1:{port}\n\
+             qorus.http-server: 127.0.0.1:{}\n",
+            sluice_e2e::free_port()
+        ),
     )?;
     let m = inst.start_master(&[])?;
     inst.wait_ready(m)?;

@@ -1,0 +1,1 @@
+//! YAML-RPC (placeholder while the module is written).
