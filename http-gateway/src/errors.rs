@@ -65,7 +65,13 @@ pub const STATUS_TABLE: &[(Codes, u16, &str)] = &[
     (
         Codes::Exact(&["PAYLOAD-TOO-LARGE"]),
         413,
-        "the body is larger than the gateway accepts (16 MiB)",
+        "the body is larger than the gateway accepts (16 MiB; decoded, when it was sent \
+         compressed)",
+    ),
+    (
+        Codes::Exact(&["UNSUPPORTED-ENCODING"]),
+        415,
+        "the body's `Content-Encoding` is not one the gateway reads",
     ),
     (
         Codes::Exact(&["INTERNAL-ERROR"]),
@@ -171,6 +177,7 @@ mod tests {
             ("UNKNOWN-METHOD", 404),
             ("METHOD-NOT-ALLOWED", 405),
             ("PAYLOAD-TOO-LARGE", 413),
+            ("UNSUPPORTED-ENCODING", 415),
             ("INTERNAL-ERROR", 500),
             ("SHUTDOWN-IN-PROGRESS", 503),
             ("MASTER-UNAVAILABLE", 503),

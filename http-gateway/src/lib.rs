@@ -11,19 +11,22 @@
 //! - [`routes`]: the route table, the OpenAPI document made from it;
 //! - `rest`: the axum router and the handlers; `args`: arguments from path, query, body;
 //! - [`format`]: JSON and YAML bodies; [`errors`]: `{"err", "desc"}` and the status table;
-//! - `hygiene`: request ids, time limit, access log, CORS; `auth`: RBAC's seam.
+//! - `hygiene`: request ids, time limit, access log, CORS; `auth`: RBAC's seam;
+//! - [`compression`]: compressed bodies both ways; [`ws`]: the WebSockets (`/apievents`,
+//!   `/log/SOURCE`, `/remote-command`) and their tokens; [`remote`]: `/raw/remote-file`.
 //!
 //! Not here yet (each has its place): JSON-RPC, XML-RPC and YAML-RPC (`/JSON`, `/RPC2`,
-//! `/YAML`: routers of their own beside `rest`, over the same verbs), gRPC, compression
-//! (a tower-http layer in [`app`]), WebSockets (`/apievents`, `/log`, `/remote-command`:
-//! the connections are served with upgrades already), `/raw/remote-file`, OAuth2 and
+//! `/YAML`: routers of their own beside `rest`, over the same verbs), gRPC, OAuth2 and
 //! RBAC users (`auth`), per-address connection limits (`listeners`).
 
+pub mod compression;
 pub mod errors;
 pub mod format;
 pub mod listeners;
+pub mod remote;
 pub mod routes;
 pub mod rpc;
+pub mod ws;
 
 mod args;
 mod auth;
@@ -91,12 +94,16 @@ pub struct Gateway {
     pub rbac_security: bool,
     /// `qorus.cors-enable`.
     pub cors: bool,
+    /// The master's status as last read, for `/api/public/info`.
+    pub status: rest::StatusCache,
+    /// The instance's directories and what the sockets share (tokens, the event feed).
+    pub local: ws::Local,
 }
 
 /// The whole HTTP application, as one cloneable service.
 pub type App = BoxCloneSyncService<axum::extract::Request, Response, std::convert::Infallible>;
 
-/// The HTTP application: hygiene, CORS, authentication, then the REST router.
+/// The HTTP application: hygiene, CORS, authentication, compressed bodies, then the routers.
 pub fn app(gateway: Gateway) -> App {
     let cors = gateway.cors.then(hygiene::cors);
     let gateway = Arc::new(gateway);
@@ -111,8 +118,15 @@ pub fn app(gateway: Gateway) -> App {
             gateway.clone(),
             auth::gate,
         ))
+        // After authentication: nothing is decompressed for a caller refused anyway.
+        .layer(axum::middleware::from_fn(compression::negotiate_bodies))
         .layer(axum::middleware::from_fn(rest::action_suffix))
-        .service(rest::router(gateway));
+        .service(
+            rest::router(gateway.clone())
+                .merge(ws::router(gateway.clone()))
+                .merge(remote::router(gateway.clone()))
+                .merge(rpc::http::router(gateway)),
+        );
     BoxCloneSyncService::new(service)
 }
 
@@ -129,10 +143,18 @@ pub async fn run(ctx: ChildContext) -> Result<(), String> {
         .options()
         .map_err(|e| format!("cannot read the options: {e}"))?;
     let bound = listeners::bind(&options).map_err(|e| e.to_string())?;
+    let local = ws::Local::new(
+        boot.instance_key.clone(),
+        boot.home.clone(),
+        boot.logdir.clone(),
+        stopping.clone(),
+    );
     let app = app(Gateway {
         master: Arc::new(master),
         rbac_security: options.rbac_security(),
+        status: Default::default(),
         cors: options.cors_enable(),
+        local,
     });
     if options.rbac_security() {
         tracing::warn!(

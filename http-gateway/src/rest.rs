@@ -28,8 +28,8 @@ use crate::Gateway;
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// How long the master may take to answer a reading route, and a changing one (a job run,
 /// a service load or a group change waits for processes).
-const READ_TIMEOUT: Duration = Duration::from_secs(15);
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(110);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(110);
 /// Longest long poll of `/system/events`.
 const MAX_EVENT_WAIT_MS: u64 = 60_000;
 
@@ -95,7 +95,7 @@ async fn not_found(request: Request) -> Response {
     format::respond_error(format::reply_format(request.headers()), &error)
 }
 
-async fn method_not_allowed(request: Request) -> Response {
+pub(crate) async fn method_not_allowed(request: Request) -> Response {
     let error = ApiError::new(
         "METHOD-NOT-ALLOWED",
         format!(
@@ -143,7 +143,46 @@ struct Reply {
     always_json: bool,
 }
 
+/// How long `/api/public/info` answers from the status it last read: monitors and load
+/// balancers poll it, and a master round trip per poll would make the cheapest route cost
+/// as much as any other. Everything else reads the status afresh.
+const INFO_FRESH: Duration = Duration::from_millis(500);
+
+/// The master's status as last read, and when.
+#[derive(Default)]
+pub struct StatusCache(std::sync::Mutex<Option<(std::time::Instant, Arc<SystemStatus>)>>);
+
 impl Gateway {
+    /// The master's status; with `cached`, one read in the last [`INFO_FRESH`] will do.
+    async fn system_status(&self, cached: bool) -> Result<Arc<SystemStatus>, ApiError> {
+        if cached {
+            let kept = self
+                .status
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some((at, status)) = kept.filter(|(at, _)| at.elapsed() < INFO_FRESH) {
+                let mut status = (*status).clone();
+                // The uptime as of now, not as of the read.
+                status.uptime_ms += at.elapsed().as_millis() as u64;
+                return Ok(Arc::new(status));
+            }
+        }
+        let reply = self
+            .call("omq.system.get-status", Vec::new(), READ_TIMEOUT, 0)
+            .await?;
+        let status = Arc::new(SystemStatus::decode(reply.as_slice()).map_err(|e| {
+            ApiError::new(
+                "INTERNAL-ERROR",
+                format!("the master's status is malformed: {e}"),
+            )
+        })?);
+        *self.status.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), status.clone()));
+        Ok(status)
+    }
+
     async fn serve(
         &self,
         scope: Scope,
@@ -212,25 +251,18 @@ impl Gateway {
                 json_reply(verb, &reply)
             }
             Handler::Status(view) => {
-                let reply = self
-                    .call("omq.system.get-status", Vec::new(), READ_TIMEOUT, 0)
-                    .await?;
-                let status = SystemStatus::decode(reply.as_slice()).map_err(|e| {
-                    ApiError::new(
-                        "INTERNAL-ERROR",
-                        format!("the master's status is malformed: {e}"),
-                    )
-                })?;
+                let status = self.system_status(view == StatusView::Info).await?;
                 Ok(status_view(view, &status))
             }
             Handler::Events => self.events(&args).await,
             Handler::CallService => self.call_service(args).await,
             Handler::OpenApi => Ok(routes::openapi()),
+            Handler::WsToken => Ok(Value::String(self.local.tokens.issue())),
         }
     }
 
     /// Calls the master; a bus failure is `MASTER-UNAVAILABLE` (503).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         body: Vec<u8>,
@@ -300,25 +332,7 @@ impl Gateway {
                 format!("the master's events are malformed: {e}"),
             )
         })?;
-        Ok(Value::Array(
-            list.events
-                .iter()
-                .map(|e| {
-                    json!({
-                        "id": e.id,
-                        "time": e.time_ms,
-                        "class": e.class_code,
-                        "classstr": e.class_name,
-                        "event": e.event_code,
-                        "eventstr": e.event_name,
-                        "severity": e.severity,
-                        "severitystr": e.severity_name,
-                        "caller": e.caller,
-                        "info": serde_json::from_slice::<Value>(&e.info_json).unwrap_or(Value::Null),
-                    })
-                })
-                .collect(),
-        ))
+        Ok(Value::Array(list.events.iter().map(event_json).collect()))
     }
 
     /// A service method call from outside the system: `internal` methods are refused.
@@ -430,7 +444,24 @@ fn json_reply(verb: &str, body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn class_code(text: &str) -> Result<u32, ApiError> {
+/// An event as Qorus shows it (`/system/events`, `/apievents`).
+pub(crate) fn event_json(e: &sluice_proto::v1::Event) -> Value {
+    json!({
+        "id": e.id,
+        "time": e.time_ms,
+        "class": e.class_code,
+        "classstr": e.class_name,
+        "event": e.event_code,
+        "eventstr": e.event_name,
+        "severity": e.severity,
+        "severitystr": e.severity_name,
+        "caller": e.caller,
+        "info": serde_json::from_slice::<Value>(&e.info_json).unwrap_or(Value::Null),
+    })
+}
+
+/// An event class by name (`WORKFLOW`, any case) or code.
+pub(crate) fn class_code(text: &str) -> Result<u32, ApiError> {
     if let Ok(code) = text.parse::<u32>() {
         return Ok(code);
     }
@@ -442,7 +473,8 @@ fn class_code(text: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::invalid(format!("unknown event class {text:?}")))
 }
 
-fn event_code(text: &str) -> Result<u32, ApiError> {
+/// An event by name (`USER_EVENT`, any case) or code.
+pub(crate) fn event_code(text: &str) -> Result<u32, ApiError> {
     if let Ok(code) = text.parse::<u32>() {
         return Ok(code);
     }

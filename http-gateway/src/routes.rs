@@ -195,6 +195,8 @@ pub enum Handler {
     CallService,
     /// The OpenAPI document, made from this table.
     OpenApi,
+    /// A WebSocket token, made and held by the gateway itself (`crate::ws::token`).
+    WsToken,
 }
 
 impl Handler {
@@ -205,7 +207,7 @@ impl Handler {
             Handler::Status(_) => Some("omq.system.get-status"),
             Handler::Events => Some("omq.system.get-events"),
             Handler::CallService => Some("omq.system.call-service"),
-            Handler::OpenApi => None,
+            Handler::OpenApi | Handler::WsToken => None,
         }
     }
 }
@@ -369,6 +371,18 @@ pub static ROUTES: &[Route] = &[
         ],
         reply: "a list of `{\"id\", \"time\", \"class\", \"classstr\", \"event\", \
                 \"eventstr\", \"severity\", \"severitystr\", \"caller\", \"info\"}`",
+        ..R
+    },
+    Route {
+        path: "/system",
+        action: Some("wstoken"),
+        handler: Handler::WsToken,
+        summary: "A token for opening a WebSocket (`/remote-command` needs one; see \
+                  docs/websockets.md): random, good for one socket and for 60 s. The gateway \
+                  keeps only its SHA-256 hash. With `qorus.rbac-security` on this route needs \
+                  authentication like every other. Qorus's form; it changes nothing, so it \
+                  is a `GET`.",
+        reply: "the token, a JSON string (64 hex digits)",
         ..R
     },
     Route {
@@ -1199,9 +1213,14 @@ mod tests {
             assert!(route.path.starts_with('/'), "{}", route.title());
             assert!(!route.summary.is_empty(), "{}", route.title());
             assert!(!route.reply.is_empty(), "{}", route.title());
-            // GET never changes anything: no GET route maps to a changing verb.
+            // GET never changes anything: no GET route maps to a changing verb. (Qorus's
+            // `GET /system?action=wstoken` only makes a token in the gateway's memory.)
             if route.method == Method::Get {
-                assert!(route.action.is_none(), "{}", route.title());
+                assert!(
+                    route.action.is_none() || route.handler == Handler::WsToken,
+                    "{}",
+                    route.title()
+                );
             } else {
                 assert!(route.action.is_some(), "{}", route.title());
             }

@@ -145,6 +145,8 @@ impl Harness {
             master: master.clone(),
             rbac_security,
             cors,
+            status: Default::default(),
+            local: ws::Local::standalone("test-key", std::env::temp_dir().join("sluice-no-home")),
         });
         Harness { app, master }
     }

@@ -640,3 +640,380 @@ async fn a_listener_that_cannot_start_stops_the_master() -> Result<()> {
     assert!(stderr.contains("bad.pem"), "{stderr}");
     Ok(())
 }
+
+// ---- compression and WebSockets ------------------------------------------------------
+
+/// `data` compressed with the codec of an HTTP token (the same codecs the gateway uses,
+/// driven here directly).
+async fn compressed(token: &str, data: &[u8]) -> Result<Vec<u8>> {
+    use async_compression::tokio::bufread as codec;
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match token {
+        "gzip" => codec::GzipEncoder::new(data).read_to_end(&mut out).await?,
+        "deflate" => codec::ZlibEncoder::new(data).read_to_end(&mut out).await?,
+        "br" => {
+            codec::BrotliEncoder::new(data)
+                .read_to_end(&mut out)
+                .await?
+        }
+        "zstd" => codec::ZstdEncoder::new(data).read_to_end(&mut out).await?,
+        "bzip2" | "x-bzip2" | "bzip" => codec::BzEncoder::new(data).read_to_end(&mut out).await?,
+        other => bail!("no codec for {other}"),
+    };
+    Ok(out)
+}
+
+async fn decompressed(token: &str, data: &[u8]) -> Result<Vec<u8>> {
+    use async_compression::tokio::bufread as codec;
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match token {
+        "gzip" => codec::GzipDecoder::new(data).read_to_end(&mut out).await?,
+        "deflate" => codec::ZlibDecoder::new(data).read_to_end(&mut out).await?,
+        "br" => {
+            codec::BrotliDecoder::new(data)
+                .read_to_end(&mut out)
+                .await?
+        }
+        "zstd" => codec::ZstdDecoder::new(data).read_to_end(&mut out).await?,
+        "bzip2" | "x-bzip2" | "bzip" => codec::BzDecoder::new(data).read_to_end(&mut out).await?,
+        other => bail!("no codec for {other}"),
+    };
+    Ok(out)
+}
+
+/// Compressed requests and replies in each of the five encodings, through a service
+/// method call; a decompression bomb is refused with 413 and the gateway serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compressed_bodies_both_ways() -> Result<()> {
+    let port = free_port();
+    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
+    let services = [fixtures("services").join("TEST-SVC-1.0.qsd.yaml")];
+    let node = Node::start("e2e-gw-zip", &[&listener], &services)?;
+    node.wait_log(SVC, "ready:")?;
+    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
+    let call = format!(
+        "{}/api/latest/services/TEST-SVC/echo?action=call",
+        rest.base
+    );
+    let text: String = (0..200).map(|i| format!("word {i} ")).collect();
+    let body = json!({"args": [text, 42]}).to_string();
+    for (token, answer) in [
+        ("gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("br", "br"),
+        ("zstd", "zstd"),
+        ("bzip2", "bzip2"),
+        ("x-bzip2", "x-bzip2"),
+    ] {
+        let packed = compressed(token, body.as_bytes()).await?;
+        let response = rest
+            .http
+            .put(&call)
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", token)
+            .header("Accept-Encoding", format!("{token}, identity;q=0.1"))
+            .body(packed)
+            .send()
+            .await?;
+        let status = response.status();
+        let encoding = response
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let bytes = response.bytes().await?;
+        assert_eq!(status, StatusCode::OK, "{token}: {bytes:?}");
+        assert_eq!(encoding.as_deref(), Some(answer), "{token}");
+        let plain = decompressed(token, &bytes).await?;
+        let value: Value = serde_json::from_slice(&plain)?;
+        assert_eq!(value, json!([text, 42]), "{token}");
+    }
+    // By q-value, and a small reply is sent as it is.
+    let response = rest
+        .http
+        .get(format!("{}/api/latest/openapi.json", rest.base))
+        .header("Accept-Encoding", "gzip;q=0.5, br;q=0.9, zstd;q=0")
+        .send()
+        .await?;
+    assert_eq!(response.headers()["content-encoding"], "br");
+    let response = rest
+        .http
+        .get(format!("{}/api/public/info", rest.base))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await?;
+    assert!(response.headers().get("content-encoding").is_none());
+
+    // 256 MiB of zeros in a few KiB: refused once 16 MiB are decoded.
+    let bomb = compressed("gzip", &vec![0u8; 256 << 20]).await?;
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let response = rest
+        .http
+        .put(&call)
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let err: Value = response.json().await?;
+    assert_eq!(err["err"], "PAYLOAD-TOO-LARGE", "{err}");
+    let response = rest
+        .http
+        .put(&call)
+        .header("Content-Encoding", "lzma")
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, info) = rest.get("/api/public/info").await?;
+    assert_eq!(status, StatusCode::OK, "the gateway is still up: {info}");
+    node.stop()
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn socket(port: u16, path: &str, token: Option<&str>) -> Result<Socket> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}{path}").into_client_request()?;
+    if let Some(token) = token {
+        request.headers_mut().insert("Qorus-Token", token.parse()?);
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .with_context(|| format!("WebSocket {path}"))?;
+    Ok(socket)
+}
+
+/// The next text message within `within` (pings and pongs skipped); `None` at a close.
+async fn next_text(socket: &mut Socket, within: Duration) -> Result<Option<String>> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(within, socket.next())
+            .await
+            .context("no message in time")?;
+        match message {
+            Some(Ok(Message::Text(text))) => return Ok(Some(text.to_string())),
+            Some(Ok(Message::Close(_))) | None => return Ok(None),
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => bail!("the socket failed: {err}"),
+        }
+    }
+}
+
+/// The sockets against a real node: `/apievents` delivers the user event a service
+/// raises, `/log/services/TEST-SVC` streams the service's log, malformed handshakes and
+/// frames get clear errors, and a job file uploaded with `/raw/remote-file` is loaded by
+/// `oload` over `/remote-command`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websockets_against_a_running_node() -> Result<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let port = free_port();
+    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
+    let services = [fixtures("services").join("TEST-SVC-1.0.qsd.yaml")];
+    let node = Node::start("e2e-gw-ws", &[&listener], &services)?;
+    node.wait_log(SVC, "ready:")?;
+    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
+
+    // ---- /apievents: a user event raised by the service, through a filter
+    let mut events = socket(port, "/apievents", None).await?;
+    events
+        .send(Message::text(r#"[{"event": "USER_EVENT"}]"#))
+        .await?;
+    events.send(Message::text("ping")).await?;
+    assert_eq!(next_text(&mut events, SOON).await?.as_deref(), Some("pong"));
+    let (status, value) = rest
+        .put(
+            "/api/latest/services/TEST-SVC/announce?action=call",
+            Some(json!({"args": [{"from": "e2e-announce"}]})),
+        )
+        .await?;
+    assert_eq!((status, value), (StatusCode::OK, json!(true)));
+    let text = next_text(&mut events, SOON)
+        .await?
+        .context("the event socket closed")?;
+    let batch: Value = serde_json::from_str(&text)?;
+    let event = &batch[0];
+    assert_eq!(event["eventstr"], "USER_EVENT", "{batch}");
+    assert_eq!(event["classstr"], "USER", "{batch}");
+    assert!(text.contains("e2e-announce"), "{batch}");
+    for key in [
+        "id",
+        "time",
+        "class",
+        "event",
+        "severity",
+        "severitystr",
+        "caller",
+        "info",
+    ] {
+        assert!(event.get(key).is_some(), "{key}: {batch}");
+    }
+    assert!(
+        batch
+            .as_array()
+            .is_some_and(|b| b.iter().all(|e| e["eventstr"] == "USER_EVENT")),
+        "the filter holds: {batch}"
+    );
+
+    // ---- /log/services/TEST-SVC: the tail, then new lines
+    let mut log = socket(port, "/log/services/TEST-SVC", None).await?;
+    let tail = next_text(&mut log, SOON)
+        .await?
+        .context("the log socket closed")?;
+    assert!(tail.contains("ready:"), "{tail}");
+    assert!(tail.ends_with('\n'));
+    let mut system = socket(port, "/log/system?lines=5", None).await?;
+    let master_tail = next_text(&mut system, SOON).await?.context("closed")?;
+    assert_eq!(master_tail.lines().count(), 5, "{master_tail}");
+    // The access log line of a new request arrives on the gateway's own log.
+    let mut http = socket(port, "/log/http?lines=0", None).await?;
+    rest.get("/api/latest/system/health").await?;
+    let mut seen = String::new();
+    while !seen.contains("/api/latest/system/health") {
+        seen.push_str(&next_text(&mut http, SOON).await?.context("closed")?);
+    }
+    let response = rest
+        .http
+        .get(format!("{}/log/services/NO-SUCH-SVC", rest.base))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // ---- malformed: not a handshake, and an unmasked frame
+    let response = rest
+        .http
+        .get(format!("{}/apievents", rest.base))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let err: Value = response.json().await?;
+    assert!(
+        err["desc"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a WebSocket handshake"),
+        "{err}"
+    );
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        raw.set_read_timeout(Some(Duration::from_secs(10)))?;
+        raw.write_all(
+            b"GET /apievents HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )?;
+        let mut head = [0u8; 1024];
+        let n = raw.read(&mut head)?;
+        assert!(
+            head[..n].starts_with(b"HTTP/1.1 101"),
+            "{:?}",
+            String::from_utf8_lossy(&head[..n])
+        );
+        raw.write_all(&[0x81, 0x03, b'b', b'a', b'd'])?;
+        let mut frame = Vec::new();
+        let _ = raw.read_to_end(&mut frame);
+        assert!(
+            frame.len() > 4 && frame[0] == 0x88,
+            "a close frame: {frame:?}"
+        );
+        assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1002);
+        assert!(String::from_utf8_lossy(&frame[4..]).contains("unmasked"));
+    }
+    events.send(Message::text("ping")).await?;
+    assert_eq!(
+        next_text(&mut events, SOON).await?.as_deref(),
+        Some("pong"),
+        "the gateway and its other sockets are still up"
+    );
+
+    // ---- remote oload of an uploaded job
+    let upload = |name: &'static str, dir: Option<String>| {
+        let mut request = rest
+            .http
+            .post(format!("{}/raw/remote-file", rest.base))
+            .header("filepath", name);
+        if let Some(dir) = dir {
+            request = request.header("dir", dir);
+        }
+        let body = std::fs::read(fixtures("jobs").join(name));
+        async move {
+            let response = request.body(body?).send().await?;
+            anyhow::ensure!(
+                response.status() == StatusCode::OK,
+                "upload {name}: {}",
+                response.status()
+            );
+            Ok::<String, anyhow::Error>(response.text().await?)
+        }
+    };
+    let dir = upload("RUNNOW-1.0.qjob.yaml", None).await?;
+    assert_eq!(upload("jobs.py", Some(dir.clone())).await?, dir);
+    let uploaded = node.inst.home().join("user/remote").join(&dir);
+    assert!(uploaded.join("jobs.py").is_file(), "{}", uploaded.display());
+    let token: String = rest
+        .get("/api/latest/system/wstoken")
+        .await?
+        .1
+        .as_str()
+        .context("a token")?
+        .to_string();
+    let mut command = socket(port, "/remote-command", Some(&token)).await?;
+    command
+        .send(Message::text(format!(
+            "cmd: oload\nargs: [RUNNOW-1.0.qjob.yaml, jobs.py]\nfiles: [RUNNOW-1.0.qjob.yaml, jobs.py]\ndir: {dir}\n"
+        )))
+        .await?;
+    let mut output = Vec::new();
+    while let Some(text) = next_text(&mut command, SOON).await? {
+        let doc = sluice_http_gateway::format::from_yaml(&text).map_err(anyhow::Error::msg)?;
+        assert_eq!(doc["msgtype"], "text-output", "{text}");
+        output.push(doc["data"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(
+        output.last().map(String::as_str),
+        Some("-- process terminated with exit code 0 --"),
+        "{output:?}"
+    );
+    let listed = node.inst.sluice(&["load", "--list"])?;
+    let listed = output_text(&listed);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("job") && l.contains("RUNNOW")),
+        "{listed}"
+    );
+    // The same through the socket, and a used token is refused.
+    let token: String = rest
+        .get("/api/latest/system/wstoken")
+        .await?
+        .1
+        .as_str()
+        .context("a token")?
+        .to_string();
+    let mut view = socket(port, &format!("/remote-command?token={token}"), None).await?;
+    view.send(Message::text("cmd: oview")).await?;
+    let mut shown = String::new();
+    while let Some(text) = next_text(&mut view, SOON).await? {
+        shown.push_str(&text);
+    }
+    assert!(shown.contains("RUNNOW"), "{shown}");
+    assert!(socket(port, "/remote-command", Some(&token)).await.is_err());
+    let response = rest
+        .http
+        .delete(format!("{}/raw/remote-file", rest.base))
+        .header("dir", &dir)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!uploaded.exists());
+    node.stop()
+}

@@ -138,7 +138,7 @@ pub fn decode_request(body: &[u8]) -> Result<Request, RpcError> {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+pub(super) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -161,28 +161,47 @@ fn item(value: Value) -> Item {
         };
     };
     let (version, version_error) = version(&map);
+    if let Some(error) = version_error {
+        let id = match map.get("id") {
+            Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+            _ => Value::Null,
+        };
+        return Item::Invalid {
+            version,
+            id,
+            error: RpcError::Invalid(error),
+        };
+    }
+    match call_members(&mut map) {
+        Ok(call) => Item::Call { version, call },
+        Err((id, error)) => Item::Invalid {
+            version,
+            id: id.unwrap_or(Value::Null),
+            error: RpcError::Invalid(error),
+        },
+    }
+}
+
+/// A call from a request object's `method`, `params` and `id` (JSON-RPC's rules, which
+/// YAML-RPC shares); other members are ignored. The error names the id when it could be
+/// read.
+pub(super) fn call_members(
+    map: &mut Map<String, Value>,
+) -> Result<RpcCall, (Option<Value>, String)> {
     let id = match map.remove("id") {
         None => None,
         Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),
         Some(other) => {
-            return Item::Invalid {
-                version,
-                id: Value::Null,
-                error: RpcError::Invalid(format!(
+            return Err((
+                None,
+                format!(
                     "id must be a string, a number or null, not {}",
                     kind(&other)
-                )),
-            }
+                ),
+            ))
         }
     };
-    let invalid = |error: String| Item::Invalid {
-        version,
-        id: id.clone().unwrap_or(Value::Null),
-        error: RpcError::Invalid(error),
-    };
-    if let Some(error) = version_error {
-        return invalid(error);
-    }
+    let invalid = |error: String| Err((id.clone(), error));
     let method = match map.remove("method") {
         Some(Value::String(method)) if !method.is_empty() => method,
         Some(Value::String(_)) => return invalid("method is empty".into()),
@@ -206,10 +225,7 @@ fn item(value: Value) -> Item {
             ))
         }
     };
-    Item::Call {
-        version,
-        call: RpcCall { method, params, id },
-    }
+    Ok(RpcCall { method, params, id })
 }
 
 /// The request's dialect, and why its version member is wrong if it is.
@@ -232,12 +248,20 @@ fn version(map: &Map<String, Value>) -> (Version, Option<String>) {
 }
 
 /// The error member of a response.
-fn error_object(version: Version, number: i64, code: &str, desc: &str, info: Option<&Value>) -> Value {
+pub(super) fn error_object(
+    version: Version,
+    number: i64,
+    code: &str,
+    desc: &str,
+    info: Option<&Value>,
+) -> Value {
     let data = error_data(code, desc, info);
     let message = fault_message(code, desc);
     match version {
         Version::V2 => json!({"code": number, "message": message, "data": data}),
-        Version::V11 => json!({"name": "JSONRPCError", "code": number, "message": message, "error": data}),
+        Version::V11 => {
+            json!({"name": "JSONRPCError", "code": number, "message": message, "error": data})
+        }
     }
 }
 
@@ -338,7 +362,9 @@ mod tests {
     #[test]
     fn v2_by_position_and_by_name() {
         assert_eq!(
-            calls(r#"{"jsonrpc": "2.0", "method": "omq.system.retry-workflow-instance", "params": [42], "id": 7}"#),
+            calls(
+                r#"{"jsonrpc": "2.0", "method": "omq.system.retry-workflow-instance", "params": [42], "id": 7}"#
+            ),
             vec![RpcCall {
                 method: "omq.system.retry-workflow-instance".into(),
                 params: vec![json!(42)],
@@ -351,9 +377,15 @@ mod tests {
                 .params,
             vec![json!({"workflow_instanceid": 42})]
         );
-        assert_eq!(calls(r#"{"jsonrpc": "2.0", "method": "m", "id": 1}"#)[0].params, Vec::<Value>::new());
         assert_eq!(
-            answer(r#"{"jsonrpc": "2.0", "method": "m", "params": [], "id": 7}"#, &[ok(json!({"a": [1]}))]),
+            calls(r#"{"jsonrpc": "2.0", "method": "m", "id": 1}"#)[0].params,
+            Vec::<Value>::new()
+        );
+        assert_eq!(
+            answer(
+                r#"{"jsonrpc": "2.0", "method": "m", "params": [], "id": 7}"#,
+                &[ok(json!({"a": [1]}))]
+            ),
             Some(json!({"jsonrpc": "2.0", "id": 7, "result": {"a": [1]}}))
         );
     }
@@ -432,11 +464,20 @@ mod tests {
             ])
         );
         // Only notifications: nothing to answer, in a batch or alone.
-        assert_eq!(answer(r#"[{"jsonrpc": "2.0", "method": "n"}]"#, &[ok(json!(1))]), None);
-        assert_eq!(answer(r#"{"jsonrpc": "2.0", "method": "n"}"#, &[ok(json!(1))]), None);
+        assert_eq!(
+            answer(r#"[{"jsonrpc": "2.0", "method": "n"}]"#, &[ok(json!(1))]),
+            None
+        );
+        assert_eq!(
+            answer(r#"{"jsonrpc": "2.0", "method": "n"}"#, &[ok(json!(1))]),
+            None
+        );
         // A 2.0 request with "id": null is not a notification.
         assert_eq!(
-            answer(r#"{"jsonrpc": "2.0", "method": "n", "id": null}"#, &[ok(json!(1))]),
+            answer(
+                r#"{"jsonrpc": "2.0", "method": "n", "id": null}"#,
+                &[ok(json!(1))]
+            ),
             Some(json!({"jsonrpc": "2.0", "id": null, "result": 1}))
         );
         // A lost outcome is an internal error, not a panic.
@@ -449,7 +490,11 @@ mod tests {
         for (body, code, text) in [
             (&b""[..], -32700, "empty"),
             (b"  \n", -32700, "empty"),
-            (b"{\"jsonrpc\": \"2.0\", \"method\": ", -32700, "not valid JSON"),
+            (
+                b"{\"jsonrpc\": \"2.0\", \"method\": ",
+                -32700,
+                "not valid JSON",
+            ),
             (b"<methodCall/>", -32700, "not valid JSON"),
             (b"{\"method\": \"m\xFF\"}", -32700, "not UTF-8"),
             (b"[]", -32600, "batch is empty"),
@@ -466,7 +511,10 @@ mod tests {
         }
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert_eq!(refused(deep.as_bytes()).0.code(), -32700);
-        let big = format!("[{}]", vec![r#"{"jsonrpc": "2.0", "method": "m"}"#; MAX_BATCH + 1].join(","));
+        let big = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc": "2.0", "method": "m"}"#; MAX_BATCH + 1].join(",")
+        );
         assert!(refused(big.as_bytes()).0.desc().contains("at most 1000"));
     }
 
@@ -474,13 +522,41 @@ mod tests {
     fn invalid_requests_are_answered_with_their_id() {
         for (body, id, text) in [
             (r#"{"jsonrpc": "2.0", "id": 1}"#, json!(1), "has no method"),
-            (r#"{"jsonrpc": "2.0", "method": 5, "id": 1}"#, json!(1), "method must be a string"),
-            (r#"{"jsonrpc": "2.0", "method": "", "id": 1}"#, json!(1), "method is empty"),
-            (r#"{"jsonrpc": "2.0", "method": "m", "params": "x", "id": 2}"#, json!(2), "params must be an array"),
-            (r#"{"jsonrpc": "2.0", "method": "m", "params": 3, "id": 2}"#, json!(2), "params must be an array"),
-            (r#"{"jsonrpc": "2.0", "method": "m", "id": [1]}"#, Value::Null, "id must be"),
-            (r#"{"jsonrpc": "1.0", "method": "m", "id": 4}"#, json!(4), "jsonrpc must be \"2.0\""),
-            (r#"{"jsonrpc": 2, "method": "m", "id": 4}"#, json!(4), "jsonrpc must be \"2.0\""),
+            (
+                r#"{"jsonrpc": "2.0", "method": 5, "id": 1}"#,
+                json!(1),
+                "method must be a string",
+            ),
+            (
+                r#"{"jsonrpc": "2.0", "method": "", "id": 1}"#,
+                json!(1),
+                "method is empty",
+            ),
+            (
+                r#"{"jsonrpc": "2.0", "method": "m", "params": "x", "id": 2}"#,
+                json!(2),
+                "params must be an array",
+            ),
+            (
+                r#"{"jsonrpc": "2.0", "method": "m", "params": 3, "id": 2}"#,
+                json!(2),
+                "params must be an array",
+            ),
+            (
+                r#"{"jsonrpc": "2.0", "method": "m", "id": [1]}"#,
+                Value::Null,
+                "id must be",
+            ),
+            (
+                r#"{"jsonrpc": "1.0", "method": "m", "id": 4}"#,
+                json!(4),
+                "jsonrpc must be \"2.0\"",
+            ),
+            (
+                r#"{"jsonrpc": 2, "method": "m", "id": 4}"#,
+                json!(4),
+                "jsonrpc must be \"2.0\"",
+            ),
         ] {
             let request = decode(body);
             assert_eq!(request.calls().count(), 0, "{body}");

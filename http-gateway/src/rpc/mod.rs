@@ -15,6 +15,7 @@
 //! XML-RPC fault code convention (xmlrpc-epi's "specification for fault code
 //! interoperability") shares: -32700 not well-formed, -32600 not a valid request.
 
+pub mod http;
 pub mod jsonrpc;
 pub mod methods;
 pub mod xmlrpc;

@@ -128,9 +128,7 @@ fn fault(code: i64, text: &str) -> Vec<u8> {
         "<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>",
     );
     out.push_str(&code.to_string());
-    out.push_str(
-        "</int></value></member><member><name>faultString</name><value><string>",
-    );
+    out.push_str("</int></value></member><member><name>faultString</name><value><string>");
     escape_text(&mut out, &xml_safe(text));
     out.push_str("</string></value></member></struct></value></fault></methodResponse>\n");
     out.into_bytes()
@@ -230,7 +228,11 @@ fn write_value(out: &mut String, value: &Value) {
 
 fn write_number(out: &mut String, n: &Number) {
     if let Some(i) = n.as_i64() {
-        let tag = if i32::try_from(i).is_ok() { "int" } else { "i8" };
+        let tag = if i32::try_from(i).is_ok() {
+            "int"
+        } else {
+            "i8"
+        };
         out.push_str(&format!("<{tag}>{i}</{tag}>"));
     } else if let Some(u) = n.as_u64() {
         // Beyond 64 signed bits: XML-RPC has no integer that large.
@@ -317,44 +319,43 @@ impl<'a> Parser<'a> {
                 .reader
                 .read_event()
                 .map_err(|e| self.not_well_formed(e))?;
-            let token = match event {
-                Event::Text(t) => {
-                    let t = t
-                        .xml10_content()
-                        .map_err(|e| self.not_well_formed(e.into()))?;
-                    text.get_or_insert_with(String::new).push_str(&t);
-                    continue;
-                }
-                Event::CData(t) => {
-                    let t = t
-                        .xml10_content()
-                        .map_err(|e| self.not_well_formed(e.into()))?;
-                    text.get_or_insert_with(String::new).push_str(&t);
-                    continue;
-                }
-                Event::GeneralRef(r) => {
-                    let c = reference(&r)?;
-                    text.get_or_insert_with(String::new).push(c);
-                    continue;
-                }
-                Event::Comment(_) | Event::PI(_) => continue,
-                Event::Decl(decl) => {
-                    self.check_declaration(&decl)?;
-                    continue;
-                }
-                Event::DocType(_) => {
-                    return Err(invalid(
+            let token =
+                match event {
+                    Event::Text(t) => {
+                        let t = t
+                            .xml10_content()
+                            .map_err(|e| self.not_well_formed(e.into()))?;
+                        text.get_or_insert_with(String::new).push_str(&t);
+                        continue;
+                    }
+                    Event::CData(t) => {
+                        let t = t
+                            .xml10_content()
+                            .map_err(|e| self.not_well_formed(e.into()))?;
+                        text.get_or_insert_with(String::new).push_str(&t);
+                        continue;
+                    }
+                    Event::GeneralRef(r) => {
+                        let c = reference(&r)?;
+                        text.get_or_insert_with(String::new).push(c);
+                        continue;
+                    }
+                    Event::Comment(_) | Event::PI(_) => continue,
+                    Event::Decl(decl) => {
+                        self.check_declaration(&decl)?;
+                        continue;
+                    }
+                    Event::DocType(_) => return Err(invalid(
                         "the document has a <!DOCTYPE>: DTDs and entity declarations are refused",
-                    ))
-                }
-                Event::Start(e) => Token::Start(local_name(e.local_name().as_ref())),
-                Event::Empty(e) => {
-                    self.queue.push_back(Token::End);
-                    Token::Start(local_name(e.local_name().as_ref()))
-                }
-                Event::End(_) => Token::End,
-                Event::Eof => Token::Eof,
-            };
+                    )),
+                    Event::Start(e) => Token::Start(local_name(e.local_name().as_ref())),
+                    Event::Empty(e) => {
+                        self.queue.push_back(Token::End);
+                        Token::Start(local_name(e.local_name().as_ref()))
+                    }
+                    Event::End(_) => Token::End,
+                    Event::Eof => Token::Eof,
+                };
             return Ok(match text {
                 Some(text) => {
                     self.queue.push_front(token);
@@ -503,7 +504,7 @@ impl<'a> Parser<'a> {
                             )))
                         }
                         Element::End => return Err(invalid("a <param> holds no <value>")),
-                            }
+                    }
                     match self.next_element("<param>")? {
                         Element::End => {}
                         Element::Start(name) => {
@@ -511,7 +512,7 @@ impl<'a> Parser<'a> {
                                 "<param> holds more than one value (<{name}> after its <value>)"
                             )))
                         }
-                            }
+                    }
                 }
                 Element::Start(name) => {
                     return Err(invalid(format!(
@@ -544,7 +545,7 @@ impl<'a> Parser<'a> {
                         Element::Start(next) => Err(invalid(format!(
                             "<value> holds more than one value (<{next}> after <{kind}>)"
                         ))),
-                            };
+                    };
                 }
                 Token::Eof => return Err(truncated("<value>")),
             }
@@ -555,10 +556,9 @@ impl<'a> Parser<'a> {
         match kind {
             "int" | "i4" => {
                 let text = self.text_of(kind)?;
-                text.trim()
-                    .parse::<i32>()
-                    .map(Value::from)
-                    .map_err(|_| invalid(format!("<{kind}> {} is not a 32-bit integer", quote(&text))))
+                text.trim().parse::<i32>().map(Value::from).map_err(|_| {
+                    invalid(format!("<{kind}> {} is not a 32-bit integer", quote(&text)))
+                })
             }
             "i8" => {
                 let text = self.text_of(kind)?;
@@ -649,7 +649,7 @@ impl<'a> Parser<'a> {
                         )))
                     }
                     Element::End => break,
-                    }
+                }
             },
             Element::Start(name) => {
                 return Err(invalid(format!(
@@ -661,9 +661,9 @@ impl<'a> Parser<'a> {
         }
         match self.next_element("<array>")? {
             Element::End => Ok(Value::Array(items)),
-            Element::Start(name) => Err(invalid(format!(
-                "<array> holds <{name}> after its <data>"
-            ))),
+            Element::Start(name) => {
+                Err(invalid(format!("<array> holds <{name}> after its <data>")))
+            }
         }
     }
 
@@ -919,7 +919,11 @@ mod tests {
         // No params at all, or an empty <params>.
         assert_eq!(
             decode("<methodCall><methodName> system.listMethods </methodName></methodCall>"),
-            RpcCall { method: "system.listMethods".into(), params: vec![], id: None }
+            RpcCall {
+                method: "system.listMethods".into(),
+                params: vec![],
+                id: None
+            }
         );
         assert!(decode("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><methodCall><methodName>m</methodName><params/></methodCall>")
             .params
@@ -930,7 +934,11 @@ mod tests {
     fn every_type_round_trips() {
         let mut deep = json!("bottom");
         for i in 0..MAX_DEPTH {
-            deep = if i % 2 == 0 { json!([deep]) } else { json!({"k": deep}) };
+            deep = if i % 2 == 0 {
+                json!([deep])
+            } else {
+                json!({"k": deep})
+            };
         }
         let params = vec![
             Value::Null,
@@ -955,7 +963,11 @@ mod tests {
             json!({"": 1, "a&<b>": "c", "$base64": 1}),
             deep,
         ];
-        let call = RpcCall { method: "omq.user.service.svc.m<&>".into(), params, id: None };
+        let call = RpcCall {
+            method: "omq.user.service.svc.m<&>".into(),
+            params,
+            id: None,
+        };
         let encoded = encode_request(&call);
         assert_eq!(decode_request(&encoded), Ok(call));
     }
@@ -970,7 +982,11 @@ mod tests {
              </value></param></params></methodResponse>\n"
         );
         assert_eq!(
-            String::from_utf8(encode_response(&RpcOutcome::error("STATUS-ERROR", "a < b & c"))).unwrap(),
+            String::from_utf8(encode_response(&RpcOutcome::error(
+                "STATUS-ERROR",
+                "a < b & c"
+            )))
+            .unwrap(),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<methodResponse><fault><value><struct>\
              <member><name>faultCode</name><value><int>104</int></value></member>\
              <member><name>faultString</name><value><string>STATUS-ERROR: a &lt; b &amp; c</string>\
@@ -978,17 +994,31 @@ mod tests {
         );
         let unknown = String::from_utf8(encode_response(&RpcOutcome::unknown_method("x"))).unwrap();
         assert!(unknown.contains("<int>105</int>"), "{unknown}");
-        assert!(unknown.contains("UNKNOWN-METHOD: no method \"x\""), "{unknown}");
-        let big = String::from_utf8(encode_response(&RpcOutcome::Ok(json!([5_000_000_000i64, u64::MAX, 1.0])))).unwrap();
+        assert!(
+            unknown.contains("UNKNOWN-METHOD: no method \"x\""),
+            "{unknown}"
+        );
+        let big = String::from_utf8(encode_response(&RpcOutcome::Ok(json!([
+            5_000_000_000i64,
+            u64::MAX,
+            1.0
+        ]))))
+        .unwrap();
         assert!(big.contains("<i8>5000000000</i8>"), "{big}");
-        assert!(big.contains("<double>18446744073709551615</double>"), "{big}");
+        assert!(
+            big.contains("<double>18446744073709551615</double>"),
+            "{big}"
+        );
         assert!(big.contains("<double>1</double>"), "{big}");
     }
 
     fn refused(body: &[u8]) -> RpcError {
         let err = decode_request(body).expect_err("refused");
         let fault = String::from_utf8(encode_error(&err)).expect("UTF-8");
-        assert!(fault.contains(&format!("<int>{}</int>", err.code())), "{fault}");
+        assert!(
+            fault.contains(&format!("<int>{}</int>", err.code())),
+            "{fault}"
+        );
         assert!(fault.contains("<name>faultString</name>"), "{fault}");
         err
     }
@@ -998,7 +1028,8 @@ mod tests {
         let laughs = "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">\
             <!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">]>\
             <methodCall><methodName>&lol2;</methodName></methodCall>";
-        let xxe = "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>\
+        let xxe =
+            "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>\
             <methodCall><methodName>&xxe;</methodName></methodCall>";
         let bomb = "<methodCall><methodName>m</methodName><params><param>".to_string()
             + &"<value><array><data>".repeat(100_000);
@@ -1052,7 +1083,10 @@ mod tests {
             ("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><methodCall><methodName>é</methodName></methodCall>".as_bytes().to_vec(), -32600, "encoding"),
         ];
         for (body, code, text) in cases {
-            let shown = String::from_utf8_lossy(&body).chars().take(120).collect::<String>();
+            let shown = String::from_utf8_lossy(&body)
+                .chars()
+                .take(120)
+                .collect::<String>();
             let err = refused(&body);
             assert_eq!(err.code(), code, "{shown}: {err}");
             assert!(err.desc().contains(text), "{shown}: {err}");
@@ -1065,7 +1099,10 @@ mod tests {
             ("20240102T03:04:05", Some("2024-01-02T03:04:05Z")),
             ("2024-01-02T03:04:05Z", Some("2024-01-02T03:04:05Z")),
             ("20240102T030405.123", Some("2024-01-02T03:04:05.123Z")),
-            ("2000-02-29T00:00:00+00:00", Some("2000-02-29T00:00:00+00:00")),
+            (
+                "2000-02-29T00:00:00+00:00",
+                Some("2000-02-29T00:00:00+00:00"),
+            ),
             ("1900-02-29T00:00:00", None),
             ("20241301T00:00:00", None),
             ("20240102T24:00:00", None),
@@ -1103,7 +1140,12 @@ except xmlrpc.client.Fault as f:
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("python3 runs (the interop test needs it)");
-        child.stdin.take().expect("stdin").write_all(body).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body)
+            .expect("write");
         let out = child.wait_with_output().expect("python3 ends");
         assert!(
             out.status.success(),
@@ -1138,7 +1180,9 @@ except xmlrpc.client.Fault as f:
             json!({"faultCode": 104, "faultString": "ValueError: bad <value> & more"})
         );
         assert_eq!(
-            python_loads(&encode_response(&RpcOutcome::unknown_method("omq.system.nope"))),
+            python_loads(&encode_response(&RpcOutcome::unknown_method(
+                "omq.system.nope"
+            ))),
             json!({"faultCode": 105, "faultString": "UNKNOWN-METHOD: no method \"omq.system.nope\""})
         );
         let err = decode_request(b"<methodCall>").expect_err("truncated");
@@ -1147,16 +1191,14 @@ except xmlrpc.client.Fault as f:
             json!({"faultCode": -32700, "faultString": format!("PARSE-ERROR: {}", err.desc())})
         );
         // And Python reads the requests we write.
-        let call = RpcCall { method: "omq.system.get-order-info".into(), params: vec![json!(42), json!({"k": [null]})], id: None };
-        assert_eq!(python_loads(&encode_request(&call)), json!({"params": [42, {"k": [null]}]}));
-    }
-}
-#[cfg(test)]
-mod scratch {
-    #[test]
-    fn show_messages() {
-        for body in [&b"<methodCall><methodName>m</methodName><par"[..], b"<methodCall><methodName>m</methodNam></methodCall>", b"<a>", b"<methodCall><methodName>m</methodName><params><param><value><int>1", b"<methodCall><methodName>a&b</methodName></methodCall>", b"<!DOCTYPE x><methodCall/>"] {
-            eprintln!("{:?}", super::decode_request(body));
-        }
+        let call = RpcCall {
+            method: "omq.system.get-order-info".into(),
+            params: vec![json!(42), json!({"k": [null]})],
+            id: None,
+        };
+        assert_eq!(
+            python_loads(&encode_request(&call)),
+            json!({"params": [42, {"k": [null]}]})
+        );
     }
 }

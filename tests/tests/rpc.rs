@@ -1,0 +1,195 @@
+//! End-to-end tests of the RPC gateways (`/JSON`, `/RPC2`, `/YAML`): the real master,
+//! gateway and service process; one service method called through REST and each RPC
+//! protocol gives the same result; Python's standard `xmlrpc.client` as the XML-RPC client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use sluice_e2e::{eventually, free_port, output_text, Backend, Instance};
+
+const STOP_GRACE: Duration = Duration::from_secs(30);
+const SOON: Duration = Duration::from_secs(60);
+
+fn load_services(inst: &Instance) -> Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/services");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
+        .collect();
+    files.sort();
+    let mut args = vec!["load".to_string()];
+    args.extend(files.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = inst.sluice(&args)?;
+    anyhow::ensure!(out.status.success(), "sluice load: {}", output_text(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_service_method_through_rest_and_every_rpc_protocol() -> Result<()> {
+    let port = free_port();
+    let key = "e2e-rpc";
+    let mut inst = Instance::new(
+        Backend::Sqlite,
+        key,
+        &[&format!("qorus.http-server: 127.0.0.1:{port}")],
+    )?;
+    let out = inst.sluice(&["schema", "create"])?;
+    anyhow::ensure!(out.status.success(), "{}", output_text(&out));
+    load_services(&inst)?;
+    let m = inst.start_master(&[])?;
+    inst.wait_ready(m)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let args = json!([1, "two", {"three": [3.5, true, null]}]);
+
+    // REST first: also waits for the gateway and the autostart service.
+    let rest = eventually(SOON, "the service through REST", || {
+        let (http, base, args) = (http.clone(), base.clone(), args.clone());
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                let r = http
+                    .put(format!(
+                        "{base}/api/latest/services/TEST-SVC/echo?action=call"
+                    ))
+                    .json(&json!({"args": args}))
+                    .send()
+                    .await
+                    .ok()?;
+                if !r.status().is_success() {
+                    return None;
+                }
+                r.json::<Value>().await.ok()
+            })
+        })
+    })
+    .with_context(|| {
+        std::fs::read_to_string(inst.log_file(key, "http-gateway")).unwrap_or_default()
+    })?;
+    assert_eq!(rest, args);
+
+    // JSON-RPC 2.0, by position.
+    let reply: Value = http
+        .post(format!("{base}/JSON"))
+        .json(&json!({"jsonrpc": "2.0", "id": 7,
+                      "method": "omq.user.service.TEST-SVC.echo", "params": args}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(reply["id"], 7, "{reply}");
+    assert_eq!(reply["result"], args, "{reply}");
+    // An exception in the method: error 104 with Qorus's err; an unknown method: 105,
+    // both in an HTTP 200.
+    let r = http
+        .post(format!("{base}/JSON"))
+        .json(&json!({"jsonrpc": "2.0", "id": 8,
+                      "method": "omq.user.service.TEST-SVC.fail", "params": ["boom"]}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let reply: Value = r.json().await?;
+    assert_eq!(reply["error"]["code"], 104, "{reply}");
+    assert!(
+        reply.to_string().contains("ValueError") && reply.to_string().contains("boom"),
+        "{reply}"
+    );
+    let reply: Value = http
+        .post(format!("{base}/JSON"))
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "omq.system.no-such-thing"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(reply["error"]["code"], 105, "{reply}");
+    // A system method, and a malformed request: a clear error, the gateway stays up.
+    let reply: Value = http
+        .post(format!("{base}/JSON"))
+        .json(&json!({"jsonrpc": "2.0", "id": 10, "method": "omq.system.list-services"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        reply["result"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["name"] == "TEST-SVC")),
+        "{reply}"
+    );
+    let reply: Value = http
+        .post(format!("{base}/JSON"))
+        .body("{not json")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(reply["error"]["code"], -32700, "{reply}");
+
+    // YAML-RPC.
+    let r = http
+        .post(format!("{base}/YAML"))
+        .header("content-type", "application/x-yaml")
+        .body("method: omq.user.service.TEST-SVC.echo\nparams:\n  - 1\n  - two\n  - three: [3.5, true, null]\nid: 3\n")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await?;
+    assert!(text.contains("result"), "{text}");
+    assert!(text.contains("two") && text.contains("3.5"), "{text}");
+
+    // XML-RPC with Python's standard client, system.listMethods included (internal methods
+    // are not exported).
+    let script = format!(
+        r#"
+import json, xmlrpc.client
+p = xmlrpc.client.ServerProxy("{base}/RPC2", allow_none=True)
+echo = getattr(p, "omq.user.service.TEST-SVC.echo")(1, "two", {{"three": [3.5, True, None]}})
+methods = p.system.listMethods()
+try:
+    getattr(p, "omq.user.service.TEST-SVC.fail")("boom")
+    fault = None
+except xmlrpc.client.Fault as f:
+    fault = [f.faultCode, f.faultString]
+print(json.dumps({{"echo": echo, "methods": methods, "fault": fault}}))
+"#
+    );
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "{}", output_text(&out));
+    let got: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(got["echo"], args, "{got}");
+    let methods: Vec<&str> = got["methods"]
+        .as_array()
+        .context("methods")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        methods.contains(&"omq.user.service.TEST-SVC.echo"),
+        "{methods:?}"
+    );
+    assert!(methods.contains(&"omq.system.get-status"), "{methods:?}");
+    assert!(
+        !methods.contains(&"omq.user.service.TEST-SVC.secret"),
+        "{methods:?}"
+    );
+    assert_eq!(got["fault"][0], 104, "{got}");
+    assert!(
+        got["fault"][1]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ValueError"),
+        "{got}"
+    );
+
+    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
+    Ok(())
+}
