@@ -307,7 +307,8 @@ async fn serve(
                     return super::close(&mut socket, close::POLICY, &reason).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    return super::close(&mut socket, close::GOING_AWAY, "the event feed ended").await;
+                    // The feed ends only when the gateway stops (it may notice before this socket does).
+                    return super::close(&mut socket, close::GOING_AWAY, "the gateway is stopping").await;
                 }
             },
             received = socket.recv() => {
