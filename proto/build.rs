@@ -2,7 +2,13 @@
 //! never needs `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/sluice/events.proto", "proto/sluice/bus.proto"];
+    // api.proto's service is compiled by the gateway (its build.rs, with tonic); here only
+    // its messages, so that every client has them without tonic.
+    let files = [
+        "proto/sluice/events.proto",
+        "proto/sluice/bus.proto",
+        "proto/sluice/api.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -54,7 +54,7 @@ pub fn collect(
             (None, _) => {
                 from_query.insert(name.clone(), value);
             }
-            (Some(Value::Array(items)), Kind::StrList) => {
+            (Some(Value::Array(items)), Kind::StrList | Kind::IntList) => {
                 if let Value::Array(more) = value {
                     items.extend(more);
                 }
@@ -215,6 +215,31 @@ fn coerce(param: &Param, value: Value, from_text: bool) -> Result<Value, ApiErro
             Value::Array(items)
         }
         (Kind::StrList, other) => return Err(wrong(&other, "a list of strings")),
+        (Kind::IntList, Value::String(s)) => {
+            let mut items = Vec::new();
+            for part in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match part.parse::<i64>() {
+                    Ok(n) => items.push(Value::from(n)),
+                    Err(_) => {
+                        return Err(wrong(
+                            &Value::String(s.clone()),
+                            "a list of integers (`1,2,3`)",
+                        ))
+                    }
+                }
+            }
+            Value::Array(items)
+        }
+        (Kind::IntList, Value::Number(n)) if n.is_i64() => Value::Array(vec![Value::Number(n)]),
+        (Kind::IntList, Value::Array(items)) => {
+            for item in &items {
+                if !item.is_i64() {
+                    return Err(wrong(item, "a list of integers"));
+                }
+            }
+            Value::Array(items)
+        }
+        (Kind::IntList, other) => return Err(wrong(&other, "a list of integers")),
         (Kind::Time, Value::Null) => Value::Null,
         (Kind::Time, Value::Number(n)) if n.is_i64() => Value::Number(n),
         (Kind::Time, Value::String(s)) if from_text && s.eq_ignore_ascii_case("null") => {
@@ -390,6 +415,67 @@ mod tests {
         assert_eq!(
             Value::Object(args),
             json!({"name": "CLEANUP", "active": true, "version": "1.0"})
+        );
+    }
+
+    #[test]
+    fn bulk_ids_and_workflow_arguments() {
+        let bulk = route(Method::Put, "/orders", Some("retry"));
+        let args = collect(bulk, &[], &q(&[("ids", "1, 2,3"), ("ids", "4")]), None).unwrap();
+        assert_eq!(args["ids"], json!([1, 2, 3, 4]));
+        let args = collect(bulk, &[], &[], Some(json!({"ids": [5, 6]}))).unwrap();
+        assert_eq!(args["ids"], json!([5, 6]));
+        let args = collect(bulk, &[], &[], Some(json!({"ids": 7}))).unwrap();
+        assert_eq!(args["ids"], json!([7]));
+        for bad in [
+            json!({"ids": ["x"]}),
+            json!({"ids": [1.5]}),
+            json!({"ids": "a,b"}),
+        ] {
+            let err = collect(bulk, &[], &[], Some(bad.clone())).unwrap_err();
+            assert_eq!(err.code, "INVALID-ARGUMENT", "{bad}");
+        }
+        let err = collect(bulk, &[], &[], None).unwrap_err();
+        assert!(err.desc.contains("\"ids\""), "{}", err.desc);
+
+        let autostart = route(Method::Put, "/workflows/{name}", Some("setAutostart"));
+        let args = collect(
+            autostart,
+            &q(&[("name", "TEST-FLOW")]),
+            &q(&[("autostart", "0")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(args),
+            json!({"name": "TEST-FLOW", "autostart": 0})
+        );
+        let get = route(Method::Get, "/workflows/{name}", None);
+        let args = collect(get, &q(&[("name", "12")]), &[], None).unwrap();
+        assert_eq!(Value::Object(args), json!({"workflowid": 12}));
+        let set = route(Method::Put, "/system/options/{name}", Some("set"));
+        let args = collect(
+            set,
+            &q(&[("name", "qorus.max-events")]),
+            &[],
+            Some(json!({"value": 5})),
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(args),
+            json!({"name": "qorus.max-events", "value": "5"})
+        );
+        let logs = route(Method::Get, "/system/logs/{*source}", None);
+        let args = collect(
+            logs,
+            &q(&[("source", "workflows/W")]),
+            &q(&[("lines", "5")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(args),
+            json!({"source": "workflows/W", "lines": 5})
         );
     }
 

@@ -28,6 +28,10 @@ pub async fn gate(State(gateway): State<Arc<Gateway>>, request: Request, next: N
             "qorus.rbac-security is on and this request needs authentication, but RBAC users \
              are not implemented yet: only /api/public/ is served",
         );
+        // A gRPC client reads a gRPC status (UNAUTHENTICATED), not a REST error.
+        if crate::grpc::is_grpc(request.headers()) {
+            return crate::grpc::refusal(&error);
+        }
         return format::respond_error(format::reply_format(request.headers()), &error);
     }
     next.run(request).await

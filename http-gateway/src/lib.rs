@@ -6,22 +6,24 @@
 //! gateway calls the master as one of its children, so the master's permission checks
 //! pass; the gateway itself decides what an HTTP caller may do.
 //!
-//! - [`listeners`]: HTTP and HTTPS listeners, graceful stop, and [`preflight`] (startup
-//!   step 7's check the master runs before it starts this process);
+//! - [`listeners`]: HTTP and HTTPS listeners, per-address connection limits, graceful
+//!   stop, and [`preflight`] (startup step 7's check the master runs before it starts
+//!   this process);
 //! - [`routes`]: the route table, the OpenAPI document made from it;
 //! - `rest`: the axum router and the handlers; `args`: arguments from path, query, body;
 //! - [`format`]: JSON and YAML bodies; [`errors`]: `{"err", "desc"}` and the status table;
 //! - `hygiene`: request ids, time limit, access log, CORS; `auth`: RBAC's seam;
 //! - [`compression`]: compressed bodies both ways; [`ws`]: the WebSockets (`/apievents`,
-//!   `/log/SOURCE`, `/remote-command`) and their tokens; [`remote`]: `/raw/remote-file`.
+//!   `/log/SOURCE`, `/remote-command`) and their tokens; [`remote`]: `/raw/remote-file`;
+//! - [`rpc`]: JSON-RPC, XML-RPC and YAML-RPC (`/JSON`, `/RPC2`, `/YAML`); [`grpc`]: the
+//!   gRPC service `sluice.v1.SystemApi` (`/sluice.v1.SystemApi/*`, HTTP/2).
 //!
-//! Not here yet (each has its place): JSON-RPC, XML-RPC and YAML-RPC (`/JSON`, `/RPC2`,
-//! `/YAML`: routers of their own beside `rest`, over the same verbs), gRPC, OAuth2 and
-//! RBAC users (`auth`), per-address connection limits (`listeners`).
+//! Not here yet (it has its place): OAuth2 and RBAC users (`auth`).
 
 pub mod compression;
 pub mod errors;
 pub mod format;
+pub mod grpc;
 pub mod listeners;
 pub mod remote;
 pub mod routes;
@@ -125,6 +127,7 @@ pub fn app(gateway: Gateway) -> App {
             rest::router(gateway.clone())
                 .merge(ws::router(gateway.clone()))
                 .merge(remote::router(gateway.clone()))
+                .merge(grpc::router(gateway.clone()))
                 .merge(rpc::http::router(gateway)),
         );
     BoxCloneSyncService::new(service)
@@ -162,7 +165,12 @@ pub async fn run(ctx: ChildContext) -> Result<(), String> {
              answers only /api/public/ and refuses every other request with 401"
         );
     }
-    let server = tokio::spawn(listeners::serve(bound, app, stopping.clone()));
+    let server = tokio::spawn(listeners::serve_limited(
+        bound,
+        app,
+        stopping.clone(),
+        options.http_max_connections_per_address(),
+    ));
     loop {
         tokio::select! {
             changed = stopping.changed() => {

@@ -1,7 +1,8 @@
 //! The gateway's listeners: `qorus.http-server` (HTTP) and `qorus.http-secure-server`
 //! (HTTPS, rustls, each listener with its own certificate chain and key), HTTP/1.1 and
 //! HTTP/2 on each, and a graceful stop: when the process stops, no new connection is
-//! accepted and the requests in flight complete.
+//! accepted and the requests in flight complete. Each listener limits the connections one
+//! client address may have open ([`per_address`]).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use tokio::task::JoinSet;
 
 use crate::hygiene::Peer;
 use crate::{App, GatewayError};
+
+pub mod per_address;
+use per_address::PerAddress;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,11 +167,26 @@ pub fn bind(options: &Options) -> Result<Vec<Bound>, GatewayError> {
     Ok(bound)
 }
 
-/// Serves every bound listener until `stopping` turns true, then refuses new connections
-/// and waits (up to [`DRAIN_TIMEOUT`]) for the requests in flight.
+/// [`serve_limited`] with the default of `qorus.http-max-connections-per-address`.
 pub async fn serve(bound: Vec<Bound>, app: App, stopping: watch::Receiver<bool>) {
+    let default = sluice_core::options::find("http-max-connections-per-address")
+        .and_then(|def| def.default.parse().ok())
+        .unwrap_or(256);
+    serve_limited(bound, app, stopping, default).await
+}
+
+/// Serves every bound listener until `stopping` turns true, then refuses new connections
+/// and waits (up to [`DRAIN_TIMEOUT`]) for the requests in flight. Each listener admits at
+/// most `max_per_address` open connections per client address (its sockets together).
+pub async fn serve_limited(
+    bound: Vec<Bound>,
+    app: App,
+    stopping: watch::Receiver<bool>,
+    max_per_address: usize,
+) {
     let mut loops = JoinSet::new();
     for b in bound {
+        let limits = PerAddress::new(b.listener.to_string(), max_per_address);
         for socket in b.sockets {
             let scheme = if b.tls.is_some() { "https" } else { "http" };
             match socket.local_addr() {
@@ -182,6 +201,7 @@ pub async fn serve(bound: Vec<Bound>, app: App, stopping: watch::Receiver<bool>)
                 b.tls.clone(),
                 app.clone(),
                 stopping.clone(),
+                limits.clone(),
             ));
         }
     }
@@ -193,6 +213,7 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: App,
     mut stopping: watch::Receiver<bool>,
+    limits: PerAddress,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -221,12 +242,18 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(slot) = limits.admit(peer.ip()) else {
+            per_address::refuse(stream, tls.is_some(), &limits);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let app = app.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            // The connection's place among its address's, until the task ends.
+            let _slot = slot;
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(Body::new);

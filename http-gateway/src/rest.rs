@@ -16,12 +16,16 @@ use http_body_util::BodyExt;
 use prost::Message;
 use serde_json::{json, Map, Value};
 use sluice_core::events::EventCode;
-use sluice_proto::v1::{EventList, EventQuery, RegistryEntry, SystemStatus};
+use sluice_proto::v1::{
+    EventList, EventQuery, InterfaceList, InterfaceRef, RegistryEntry, SystemStatus,
+};
 
 use crate::args::{self, ACTION};
 use crate::errors::ApiError;
 use crate::format::{self, Format};
-use crate::routes::{self, Handler, Method, Route, Scope, StatusView, LATEST_PREFIXES, ROUTES};
+use crate::routes::{
+    self, Handler, Method, Route, Scope, StatusView, WorkflowAction, LATEST_PREFIXES, ROUTES,
+};
 use crate::Gateway;
 
 /// Largest request body; a larger one is refused with 413.
@@ -32,6 +36,10 @@ pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(110);
 /// Longest long poll of `/system/events`.
 const MAX_EVENT_WAIT_MS: u64 = 60_000;
+/// How long `execSynchronous` lets the master wait for its order.
+const SYNC_WAIT: Duration = Duration::from_secs(60);
+/// Most orders one bulk action takes.
+const MAX_BULK: usize = 1000;
 
 /// The REST router: every route of the table under its scope's prefixes, a JSON 404 for
 /// everything else.
@@ -258,7 +266,163 @@ impl Gateway {
             Handler::CallService => self.call_service(args).await,
             Handler::OpenApi => Ok(routes::openapi()),
             Handler::WsToken => Ok(Value::String(self.local.tokens.issue())),
+            Handler::VerbWith(verb, field, value) => {
+                let mut args = args;
+                args.insert(field.to_string(), Value::Bool(value));
+                let body = Value::Object(args).to_string().into_bytes();
+                let reply = self.call(verb, body, timeout, 0).await?;
+                json_reply(verb, &reply)
+            }
+            Handler::Workflow(action) => self.workflow_action(action, &args).await,
+            Handler::Shutdown => {
+                self.call("omq.system.shutdown", Vec::new(), timeout, 0)
+                    .await?;
+                Ok(json!({
+                    "shutdown": true,
+                    "message": "the master is shutting down: it stops every process of the \
+                                node, this gateway among them, then exits",
+                }))
+            }
+            Handler::ExecSynchronous => {
+                // The master answers TIMEOUT itself just before the deadline, naming the
+                // order; the bus waits a little longer so that answer arrives.
+                let body = Value::Object(args).to_string().into_bytes();
+                let deadline_ms = sluice_core::now_ms() + SYNC_WAIT.as_millis() as i64;
+                let verb = "omq.system.exec-synchronous";
+                let reply = self
+                    .call(verb, body, SYNC_WAIT + Duration::from_secs(5), deadline_ms)
+                    .await?;
+                json_reply(verb, &reply)
+            }
+            Handler::Bulk(verb) => self.bulk(verb, &args).await,
+            Handler::Log => self.log_lines(&args).await,
         }
+    }
+
+    /// `start-interface`, `stop-interface` or `reset-workflow` on the workflow the route
+    /// names (by name, or by workflowid: looked up among the loaded interfaces).
+    async fn workflow_action(
+        &self,
+        action: WorkflowAction,
+        args: &Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let version = args
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let wanted = match (
+            args.get("name").and_then(Value::as_str),
+            args.get("workflowid"),
+        ) {
+            (Some(name), _) => InterfaceRef {
+                r#type: "workflow".into(),
+                name: name.to_string(),
+                version,
+            },
+            (None, Some(id)) => {
+                let id = id.as_i64().unwrap_or_default();
+                let reply = self
+                    .call("omq.system.list-interfaces", Vec::new(), READ_TIMEOUT, 0)
+                    .await?;
+                let list = InterfaceList::decode(reply.as_slice()).map_err(|e| {
+                    ApiError::new(
+                        "INTERNAL-ERROR",
+                        format!("the master's interface list is malformed: {e}"),
+                    )
+                })?;
+                let found = list
+                    .interfaces
+                    .iter()
+                    .find(|i| i.r#type == "workflow" && i.id == id)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            "NOT-FOUND",
+                            format!("no workflow with workflowid {id} is loaded"),
+                        )
+                    })?;
+                InterfaceRef {
+                    r#type: "workflow".into(),
+                    name: found.name.clone(),
+                    version: found.version.clone(),
+                }
+            }
+            (None, None) => return Err(ApiError::invalid("the request names no workflow")),
+        };
+        let reply = self
+            .call(action.verb(), wanted.encode_to_vec(), CHANGE_TIMEOUT, 0)
+            .await?;
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        Ok(match action {
+            WorkflowAction::Start => json!({"network_id": text, "status": "starting"}),
+            WorkflowAction::Stop => json!({"network_id": text, "status": "stopped"}),
+            WorkflowAction::Reset => json!({"message": text}),
+        })
+    }
+
+    /// A single-order verb once per id, in order; each failure is reported with its id
+    /// and does not stop the others (Qorus's bulk APIs answer per item).
+    async fn bulk(&self, verb: &str, args: &Map<String, Value>) -> Result<Value, ApiError> {
+        let ids: Vec<i64> = args
+            .get("ids")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Err(ApiError::invalid("ids names no order"));
+        }
+        if ids.len() > MAX_BULK {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_BULK} orders at once, not {}",
+                ids.len()
+            )));
+        }
+        let mut results = Vec::with_capacity(ids.len());
+        for id in ids {
+            let body = json!({"workflow_instanceid": id}).to_string().into_bytes();
+            let outcome = match self.call(verb, body, CHANGE_TIMEOUT, 0).await {
+                Ok(reply) => json_reply(verb, &reply),
+                Err(error) => Err(error),
+            };
+            results.push(match outcome {
+                Ok(result) => json!({"workflow_instanceid": id, "result": result}),
+                Err(error) => {
+                    json!({"workflow_instanceid": id, "err": error.code, "desc": error.desc})
+                }
+            });
+        }
+        Ok(Value::Array(results))
+    }
+
+    /// The last `lines` lines of the log file a source names.
+    async fn log_lines(&self, args: &Map<String, Value>) -> Result<Value, ApiError> {
+        use crate::ws::log::{Follower, DEFAULT_LINES, MAX_LINES};
+        let source = args
+            .get("source")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let lines = match args.get("lines").and_then(Value::as_i64) {
+            None => DEFAULT_LINES,
+            Some(n) if (0..=MAX_LINES as i64).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ApiError::invalid(format!(
+                    "lines must be a number from 0 to {MAX_LINES}, not {n}"
+                )))
+            }
+        };
+        let path = crate::ws::log::resolve(self, source).await?;
+        let tail = Follower::new(path).start(lines).await.map_err(|e| {
+            ApiError::new(
+                "INTERNAL-ERROR",
+                format!("cannot read the log of {source}: {e}"),
+            )
+        })?;
+        Ok(Value::Array(
+            String::from_utf8_lossy(&tail)
+                .lines()
+                .map(|l| Value::String(l.to_string()))
+                .collect(),
+        ))
     }
 
     /// Calls the master; a bus failure is `MASTER-UNAVAILABLE` (503).

@@ -86,6 +86,8 @@ pub enum Kind {
     Object,
     /// A list of strings: an array, or comma-separated text (the query may repeat it).
     StrList,
+    /// A list of integers: an array, or comma-separated text (the query may repeat it).
+    IntList,
     /// A time: ms since the epoch, RFC 3339 text, or null.
     Time,
     /// A name, or a number that names the thing by its id under the given key instead.
@@ -102,6 +104,9 @@ impl Kind {
             Kind::Any => json!({}),
             Kind::Object => json!({"type": "object"}),
             Kind::StrList => json!({"type": "array", "items": {"type": "string"}}),
+            Kind::IntList => {
+                json!({"type": "array", "items": {"type": "integer", "format": "int64"}})
+            }
             Kind::Time => json!({"oneOf": [
                 {"type": "integer", "format": "int64", "description": "ms since the epoch"},
                 {"type": "string", "format": "date-time"}
@@ -118,6 +123,7 @@ impl Kind {
             Kind::Any => "any JSON value",
             Kind::Object => "object",
             Kind::StrList => "list of strings",
+            Kind::IntList => "list of integers",
             Kind::Time => "time",
         }
     }
@@ -197,6 +203,37 @@ pub enum Handler {
     OpenApi,
     /// A WebSocket token, made and held by the gateway itself (`crate::ws::token`).
     WsToken,
+    /// A JSON verb whose body gets one more boolean field: `(verb, field, value)`
+    /// (`?action=enable` is `set-workflow-enabled` with `"enabled": true`).
+    VerbWith(&'static str, &'static str, bool),
+    /// A protobuf `InterfaceRef` verb on a workflow (`start-interface`, ...).
+    Workflow(WorkflowAction),
+    /// `omq.system.shutdown` (no body either way).
+    Shutdown,
+    /// `omq.system.exec-synchronous`, with a deadline the master waits out at most.
+    ExecSynchronous,
+    /// A single-order JSON verb run once per id of `ids`, each with its own result.
+    Bulk(&'static str),
+    /// The last lines of a log file, read by the gateway (`crate::ws::log` finds it).
+    Log,
+}
+
+/// What `PUT /workflows/NAME?action=start|stop|reset` asks the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowAction {
+    Start,
+    Stop,
+    Reset,
+}
+
+impl WorkflowAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            WorkflowAction::Start => "omq.system.start-interface",
+            WorkflowAction::Stop => "omq.system.stop-interface",
+            WorkflowAction::Reset => "omq.system.reset-workflow",
+        }
+    }
 }
 
 impl Handler {
@@ -207,7 +244,11 @@ impl Handler {
             Handler::Status(_) => Some("omq.system.get-status"),
             Handler::Events => Some("omq.system.get-events"),
             Handler::CallService => Some("omq.system.call-service"),
-            Handler::OpenApi | Handler::WsToken => None,
+            Handler::VerbWith(verb, ..) | Handler::Bulk(verb) => Some(verb),
+            Handler::Workflow(action) => Some(action.verb()),
+            Handler::Shutdown => Some("omq.system.shutdown"),
+            Handler::ExecSynchronous => Some("omq.system.exec-synchronous"),
+            Handler::OpenApi | Handler::WsToken | Handler::Log => None,
         }
     }
 }
@@ -246,9 +287,10 @@ const R: Route = Route {
 };
 
 impl Route {
-    /// The route's path under its scope's main prefix, e.g. `/api/latest/services/{name}`.
+    /// The route's path under its scope's main prefix, e.g. `/api/latest/services/{name}`
+    /// (a catch-all `{*source}` shown as `{source}`, as OpenAPI writes parameters).
     pub fn full_path(&self) -> String {
-        format!("{}{}", self.scope.prefix(), self.path)
+        format!("{}{}", self.scope.prefix(), self.path.replace("{*", "{"))
     }
 
     /// The path that names the route on its own: the action as a last segment.
@@ -297,6 +339,72 @@ const JOB: &[Param] = &[
         "the job's version (default: the newest loaded)",
     ),
 ];
+
+/// A new order's arguments: `createOrder` and `execSynchronous`.
+const CREATE_ORDER: &[Param] = &[
+    path("name", Kind::Str, "the workflow's name"),
+    arg(
+        "version",
+        Kind::Str,
+        "the workflow's version (default: the newest loaded)",
+    ),
+    required("staticdata", Kind::Object, "the order's input"),
+    arg(
+        "dynamicdata",
+        Kind::Object,
+        "initial dynamic data (default `{}`)",
+    ),
+    arg(
+        "orderkeys",
+        Kind::Object,
+        "searchable keys: name -> string, number or list of them",
+    ),
+    arg("priority", Kind::Int, "0 (runs first) to 999; default 500"),
+    arg(
+        "scheduled",
+        Kind::Time,
+        "not before this time: a future time makes the order SCHEDULED",
+    ),
+    arg("status", Kind::Str, "`READY` (default) or `BLOCKED`"),
+    arg(
+        "parent_workflow_instanceid",
+        Kind::Int,
+        "the parent order (must exist)",
+    ),
+    arg("external_order_instanceid", Kind::Str, "an external id"),
+    arg(
+        "global_unique_key",
+        Kind::Object,
+        "name -> value, unique among all orders",
+    ),
+    arg(
+        "workflow_specific_unique_key",
+        Kind::Object,
+        "name -> value, unique among all versions of the workflow",
+    ),
+    arg(
+        "workflow_unique_key",
+        Kind::Object,
+        "name -> value, unique among the orders of this version",
+    ),
+];
+const WORKFLOW: &[Param] = &[
+    path(
+        "name",
+        Kind::NameOrId("workflowid"),
+        "the workflow's name, or its workflowid (a number)",
+    ),
+    arg(
+        "version",
+        Kind::Str,
+        "the workflow's version (default: the newest loaded)",
+    ),
+];
+const BULK: &[Param] = &[required(
+    "ids",
+    Kind::IntList,
+    "the orders' ids: `1,2,3`, a repeated parameter or a list (at most 1000)",
+)];
 
 /// Every route, in the order docs/rest.md lists them.
 pub static ROUTES: &[Route] = &[
@@ -386,6 +494,87 @@ pub static ROUTES: &[Route] = &[
         ..R
     },
     Route {
+        path: "/system/options",
+        handler: Handler::Verb("omq.system.get-options"),
+        summary: "Every option with the value the master read at startup (secrets redacted: \
+                  a database password shows as `***`), its type, default and description.",
+        reply: "a list of `{\"name\", \"value\", \"type\", \"default\", \"startup_only\", \
+                \"description\"}`, names as `qorus.NAME`",
+        ..R
+    },
+    Route {
+        path: "/system/options/{name}",
+        handler: Handler::Verb("omq.system.get-options"),
+        summary: "One option, as the list shows it.",
+        params: &[path(
+            "name",
+            Kind::Str,
+            "the option: `qorus.NAME` or `NAME`",
+        )],
+        reply: "`{\"name\", \"value\", \"type\", \"default\", \"startup_only\", \
+                \"description\"}`",
+        errors: &["NOT-FOUND"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/system/options/{name}",
+        action: Some("set"),
+        handler: Handler::Verb("omq.system.set-option"),
+        summary: "Checks a new value for an option. Sluice reads its options when the master \
+                  starts, so a valid value is refused with 409 `OPTION-ERROR`, which says it \
+                  takes effect only at the next start and where to put it \
+                  (`$OMQ_DIR/etc/options`); the options file is never written. An unknown \
+                  option or a bad value is 400 `INVALID-ARGUMENT` with the parser's message.",
+        params: &[
+            path("name", Kind::Str, "the option: `qorus.NAME` or `NAME`"),
+            required(
+                "value",
+                Kind::Str,
+                "the new value, as it would be written in the options file",
+            ),
+        ],
+        reply: "never, while options are read only at startup: a valid value is 409 \
+                `OPTION-ERROR`",
+        errors: &["OPTION-ERROR"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/system",
+        action: Some("shutdown"),
+        handler: Handler::Shutdown,
+        summary: "Shuts the node down, as SIGTERM to the master would: the reply goes out \
+                  first, then the master stops every process (this gateway last but one) and \
+                  exits with status 0.",
+        reply: "`{\"shutdown\": true, \"message\"}`",
+        ..R
+    },
+    Route {
+        path: "/system/logs/{*source}",
+        handler: Handler::Log,
+        summary: "The last lines of a process's log file; `/log/SOURCE` streams the same file \
+                  over a WebSocket (docs/websockets.md). The file is found as that socket \
+                  finds it: always in the log directory, named from what the master knows.",
+        params: &[
+            path(
+                "source",
+                Kind::Str,
+                "`system`, `http`, `workflows/NAME`, `services/NAME` or `jobs/NAME` (NAME or \
+                 the interface's id; the `/` is written as it is)",
+            ),
+            arg(
+                "lines",
+                Kind::Int,
+                "how many of the last lines (default 100, at most 10000)",
+            ),
+        ],
+        reply: "a list of the lines (text, without their newlines), oldest first; `[]` while \
+                the file does not exist",
+        errors: &["NOT-FOUND"],
+        ..R
+    },
+    Route {
         path: "/openapi.json",
         handler: Handler::OpenApi,
         summary: "This API as an OpenAPI 3 document, made from the gateway's route table.",
@@ -394,58 +583,134 @@ pub static ROUTES: &[Route] = &[
     },
     // ---- workflows and orders
     Route {
+        path: "/workflows",
+        handler: Handler::Verb("omq.system.list-workflows"),
+        summary: "Every loaded workflow (all versions) with its process status and its orders \
+                  counted by status.",
+        reply: "a list of `{\"workflowid\", \"name\", \"version\", \"desc\", \"autostart\", \
+                \"max_instances\", \"enabled\", \"blocked\", \"keylist\", \"groups\", \
+                \"status\", \"network_id\", \"pid\", \"READY\", \"COMPLETE\", ..., \
+                \"TOTAL\"}` (`status`: `stopped` or the process's; `blocked`: in a disabled \
+                group)",
+        ..R
+    },
+    Route {
+        path: "/workflows/{name}",
+        handler: Handler::Verb("omq.system.get-workflow"),
+        summary: "One workflow: as listed, with its steps and declared errors.",
+        params: WORKFLOW,
+        reply: "the workflow with `steps` (`stepid`, `name`, `version`, `steptype`, \
+                `depends_on`: stepids) and `errors` (`error`, `description`, `severity`, \
+                `status`, `business_error`, `retry_delay_secs`, `level`)",
+        errors: &["UNKNOWN-WORKFLOW"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/workflows/{name}",
+        action: Some("start"),
+        handler: Handler::Workflow(WorkflowAction::Start),
+        summary: "Starts the workflow's process (it must be enabled and in no disabled group); \
+                  one that runs already goes on.",
+        params: WORKFLOW,
+        reply: "`{\"network_id\", \"status\": \"starting\"}`",
+        errors: &["NOT-FOUND", "STATUS-ERROR"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/workflows/{name}",
+        action: Some("stop"),
+        handler: Handler::Workflow(WorkflowAction::Stop),
+        summary: "Stops the workflow's process and waits until it has ended; its orders wait \
+                  for the next start.",
+        params: WORKFLOW,
+        reply: "`{\"network_id\", \"status\": \"stopped\"}`",
+        errors: &["NOT-FOUND", "STATUS-ERROR"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/workflows/{name}",
+        action: Some("reset"),
+        handler: Handler::Workflow(WorkflowAction::Reset),
+        summary: "Makes the running workflow process load its newest definition and step code.",
+        params: WORKFLOW,
+        reply: "`{\"message\"}`: what was loaded, or that it is not running",
+        errors: &["NOT-FOUND", "RESET-ERROR"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/workflows/{name}",
+        action: Some("enable"),
+        handler: Handler::VerbWith("omq.system.set-workflow-enabled", "enabled", true),
+        summary: "Enables a workflow: it takes orders again, and its process starts when its \
+                  autostart is above 0 and no group of it is disabled.",
+        params: WORKFLOW,
+        reply: WORKFLOW_ENABLED,
+        errors: &["UNKNOWN-WORKFLOW"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/workflows/{name}",
+        action: Some("disable"),
+        handler: Handler::VerbWith("omq.system.set-workflow-enabled", "enabled", false),
+        summary: "Disables a workflow: it takes no new orders and its process stops.",
+        params: WORKFLOW,
+        reply: WORKFLOW_ENABLED,
+        errors: &["UNKNOWN-WORKFLOW"],
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/workflows/{name}",
+        action: Some("setAutostart"),
+        handler: Handler::Verb("omq.system.set-workflow-autostart"),
+        summary: "Sets a workflow's autostart: 0 stops its process and keeps it from starting \
+                  with the system; above 0 starts it (when enabled and in no disabled group).",
+        params: &[
+            WORKFLOW[0],
+            WORKFLOW[1],
+            required(
+                "autostart",
+                Kind::Int,
+                "0, or how many instances start (1 or more)",
+            ),
+        ],
+        reply: "`{\"workflowid\", \"name\", \"version\", \"autostart\", \"changed\", \
+                \"process\"}`",
+        errors: &["UNKNOWN-WORKFLOW"],
+        ..R
+    },
+    Route {
+        method: Method::Post,
+        path: "/workflows/{name}",
+        action: Some("execSynchronous"),
+        handler: Handler::ExecSynchronous,
+        summary: "Creates an order and waits (up to 60 s) until it is COMPLETE, ERROR, CANCELED \
+                  or BLOCKED.",
+        params: CREATE_ORDER,
+        reply: "the order as `GET /api/latest/orders/{workflow_instanceid}` shows it; still \
+                running after 60 s: 409 `TIMEOUT` naming the order, which goes on",
+        errors: &[
+            "UNKNOWN-WORKFLOW",
+            "ORDER-DATA-ERROR",
+            "ORDER-KEY-ERROR",
+            "DUPLICATE-ORDER-KEY",
+            "STATUS-ERROR",
+            "TIMEOUT",
+        ],
+        ..R
+    },
+    Route {
         method: Method::Post,
         path: "/workflows/{name}",
         action: Some("createOrder"),
         handler: Handler::Verb("omq.system.create-order"),
         summary: "Creates an order of the workflow.",
-        params: &[
-            path("name", Kind::Str, "the workflow's name"),
-            arg(
-                "version",
-                Kind::Str,
-                "the workflow's version (default: the newest loaded)",
-            ),
-            required("staticdata", Kind::Object, "the order's input"),
-            arg(
-                "dynamicdata",
-                Kind::Object,
-                "initial dynamic data (default `{}`)",
-            ),
-            arg(
-                "orderkeys",
-                Kind::Object,
-                "searchable keys: name -> string, number or list of them",
-            ),
-            arg("priority", Kind::Int, "0 (runs first) to 999; default 500"),
-            arg(
-                "scheduled",
-                Kind::Time,
-                "not before this time: a future time makes the order SCHEDULED",
-            ),
-            arg("status", Kind::Str, "`READY` (default) or `BLOCKED`"),
-            arg(
-                "parent_workflow_instanceid",
-                Kind::Int,
-                "the parent order (must exist)",
-            ),
-            arg("external_order_instanceid", Kind::Str, "an external id"),
-            arg(
-                "global_unique_key",
-                Kind::Object,
-                "name -> value, unique among all orders",
-            ),
-            arg(
-                "workflow_specific_unique_key",
-                Kind::Object,
-                "name -> value, unique among all versions of the workflow",
-            ),
-            arg(
-                "workflow_unique_key",
-                Kind::Object,
-                "name -> value, unique among the orders of this version",
-            ),
-        ],
+        params: CREATE_ORDER,
         reply: "`{\"workflow_instanceid\": N}` with status 201",
         errors: &[
             "UNKNOWN-WORKFLOW",
@@ -482,6 +747,57 @@ pub static ROUTES: &[Route] = &[
         ],
         reply: "a list of order summaries (`workflow_instanceid`, `name`, `version`, \
                 `workflowstatus`, `priority`, `created`, ...)",
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/orders",
+        action: Some("retry"),
+        handler: Handler::Bulk("omq.system.retry-workflow-instance"),
+        summary:
+            "Retries several orders, each as `PUT /orders/{workflow_instanceid}?action=retry`.",
+        params: BULK,
+        reply: BULK_REPLY,
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/orders",
+        action: Some("cancel"),
+        handler: Handler::Bulk("omq.system.cancel-workflow-instance"),
+        summary: "Cancels several orders, each as `?action=cancel` on the order.",
+        params: BULK,
+        reply: BULK_REPLY,
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/orders",
+        action: Some("uncancel"),
+        handler: Handler::Bulk("omq.system.uncancel-workflow-instance"),
+        summary: "Returns several CANCELED orders to the status each had.",
+        params: BULK,
+        reply: BULK_REPLY,
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/orders",
+        action: Some("block"),
+        handler: Handler::Bulk("omq.system.block-workflow-instance"),
+        summary: "Blocks several orders, each as `?action=block` on the order.",
+        params: BULK,
+        reply: BULK_REPLY,
+        ..R
+    },
+    Route {
+        method: Method::Put,
+        path: "/orders",
+        action: Some("unblock"),
+        handler: Handler::Bulk("omq.system.unblock-workflow-instance"),
+        summary: "Returns several BLOCKED orders to the status each had.",
+        params: BULK,
+        reply: BULK_REPLY,
         ..R
     },
     Route {
@@ -886,6 +1202,12 @@ pub static ROUTES: &[Route] = &[
 const ORDER_STATUS: &str = "`{\"workflow_instanceid\", \"workflowstatus\", \
                             \"workflowstatus_code\", \"previous_workflowstatus\"}`";
 const ORDER_ERRORS: &[&str] = &["WORKFLOW-ORDER-NOT-FOUND", "STATUS-ERROR"];
+const WORKFLOW_ENABLED: &str = "`{\"workflowid\", \"name\", \"version\", \"enabled\", \
+                                \"changed\", \"process\"}` (`process`: what became of it)";
+const BULK_REPLY: &str = "a list in the order of `ids`: `{\"workflow_instanceid\", \"result\": \
+                          {...the single action's reply}}`, or `{\"workflow_instanceid\", \
+                          \"err\", \"desc\"}` for an order the action failed on; 200 even when \
+                          some failed";
 
 /// The routes of one scope, method and path, told apart by their action.
 pub fn group(scope: Scope, method: Method, path: &str) -> Vec<&'static Route> {
@@ -907,13 +1229,17 @@ pub fn split_scope(full: &str) -> Option<(Scope, &str)> {
         })
 }
 
-/// Whether a relative request path fits a route pattern (`{x}` fits one segment).
+/// Whether a relative request path fits a route pattern (`{x}` fits one segment, a last
+/// `{*x}` the rest of the path).
 pub fn fits(pattern: &str, path: &str) -> bool {
     let mut pattern_segments = pattern.split('/');
     let mut path_segments = path.split('/');
     loop {
         match (pattern_segments.next(), path_segments.next()) {
             (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with("{*") => {
+                return !s.is_empty() && pattern_segments.next().is_none()
+            }
             (Some(p), Some(s)) if p.starts_with('{') && p.ends_with('}') => {
                 if s.is_empty() {
                     return false;
@@ -1228,7 +1554,7 @@ mod tests {
                 .path
                 .split('/')
                 .filter(|s| s.starts_with('{'))
-                .map(|s| s.trim_matches(|c| c == '{' || c == '}'))
+                .map(|s| s.trim_matches(|c| c == '{' || c == '}' || c == '*'))
                 .collect();
             let declared: BTreeSet<&str> = route
                 .params
@@ -1276,6 +1602,37 @@ mod tests {
             None
         );
         assert_eq!(action_suffix(Method::Put, "/api/vx/services/S/load"), None);
+        // Bulk order actions, workflow control, the system, an option.
+        assert_eq!(
+            action_suffix(Method::Put, "/api/latest/orders/retry"),
+            Some(("/api/latest/orders".to_string(), "retry"))
+        );
+        assert_eq!(
+            action_suffix(Method::Put, "/api/latest/orders/7/retry"),
+            Some(("/api/latest/orders/7".to_string(), "retry"))
+        );
+        assert_eq!(
+            action_suffix(Method::Put, "/api/latest/workflows/W/setAutostart"),
+            Some(("/api/latest/workflows/W".to_string(), "setAutostart"))
+        );
+        assert_eq!(
+            action_suffix(Method::Post, "/api/latest/workflows/W/execSynchronous"),
+            Some(("/api/latest/workflows/W".to_string(), "execSynchronous"))
+        );
+        assert_eq!(
+            action_suffix(Method::Put, "/api/latest/system/shutdown"),
+            Some(("/api/latest/system".to_string(), "shutdown"))
+        );
+        assert_eq!(
+            action_suffix(
+                Method::Put,
+                "/api/latest/system/options/qorus.max-events/set"
+            ),
+            Some((
+                "/api/latest/system/options/qorus.max-events".to_string(),
+                "set"
+            ))
+        );
         assert_eq!(
             action_suffix(Method::Put, "/api/latest/services//load"),
             None
@@ -1302,6 +1659,10 @@ mod tests {
         assert!(!fits("/orders/{id}", "/orders/"));
         assert!(!fits("/orders/{id}", "/orders/5/x"));
         assert!(!fits("/orders", "/jobs"));
+        assert!(fits("/system/logs/{*source}", "/system/logs/system"));
+        assert!(fits("/system/logs/{*source}", "/system/logs/workflows/W"));
+        assert!(!fits("/system/logs/{*source}", "/system/logs/"));
+        assert!(!fits("/system/logs/{*source}", "/system/logs"));
     }
 
     /// `text` with what stands between `<!-- NAME:begin -->` and `<!-- NAME:end -->`

@@ -151,6 +151,22 @@ impl Harness {
         Harness { app, master }
     }
 
+    /// Over an instance home of the test's (its `log/` holds the log files).
+    fn at(home: std::path::PathBuf, answer: Answer) -> Harness {
+        let master = Arc::new(FakeMaster {
+            seen: Mutex::new(Vec::new()),
+            answer,
+        });
+        let app = app(Gateway {
+            master: master.clone(),
+            rbac_security: false,
+            cors: false,
+            status: Default::default(),
+            local: ws::Local::standalone("test-key", home),
+        });
+        Harness { app, master }
+    }
+
     async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
@@ -597,4 +613,324 @@ async fn cors_only_when_enabled() {
         on.seen().len() == 1,
         "the preflight did not reach the master"
     );
+}
+
+/// The stand-in master for the workflow, option and bulk routes.
+fn workflows_master(request: &Envelope) -> Result<Envelope, BusError> {
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    match request.method.as_str() {
+        "omq.system.start-interface" | "omq.system.stop-interface" => {
+            let wanted = sluice_proto::v1::InterfaceRef::decode(request.body.as_slice()).unwrap();
+            let version = if wanted.version.is_empty() {
+                "1.0".to_string()
+            } else {
+                wanted.version
+            };
+            ok(format!("{}-{}-{version}", wanted.r#type, wanted.name).into_bytes())
+        }
+        "omq.system.reset-workflow" => ok(b"workflow W:1.0 reset: 2 step(s) loaded".to_vec()),
+        "omq.system.list-interfaces" => ok(sluice_proto::v1::InterfaceList {
+            interfaces: vec![sluice_proto::v1::Interface {
+                r#type: "workflow".into(),
+                id: 12,
+                name: "W".into(),
+                version: "2.0".into(),
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()),
+        "omq.system.shutdown" => ok(Vec::new()),
+        "omq.system.set-option" => refused("OPTION-ERROR", "qorus.max-events: next start", ""),
+        "omq.system.retry-workflow-instance" if body["workflow_instanceid"] == 4 => {
+            refused("STATUS-ERROR", "order 4 is COMPLETE", "")
+        }
+        "omq.system.retry-workflow-instance" => ok(json!({
+            "workflow_instanceid": body["workflow_instanceid"], "workflowstatus": "RETRY"
+        })
+        .to_string()
+        .into_bytes()),
+        "omq.system.exec-synchronous" if request.deadline_ms <= sluice_core::now_ms() => {
+            refused("INTERNAL-ERROR", "exec-synchronous needs a deadline", "")
+        }
+        "omq.system.exec-synchronous" => ok(json!({"workflow_instanceid": 5,
+            "workflowstatus": "COMPLETE", "staticdata": body["staticdata"]})
+        .to_string()
+        .into_bytes()),
+        _ => standard(request),
+    }
+}
+
+#[tokio::test]
+async fn workflow_routes_reach_their_verbs() {
+    let h = Harness::with(false, Box::new(workflows_master));
+    let (status, _) = h.json("GET", "/api/latest/workflows", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = h
+        .json("GET", "/api/latest/workflows/W?version=1.0", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (uri, body) in [
+        ("/api/latest/workflows/W?action=disable", None),
+        ("/api/latest/workflows/W/enable", None),
+        ("/api/latest/workflows/W/setAutostart?autostart=0", None),
+        (
+            "/api/latest/workflows/12?action=setAutostart",
+            Some(json!({"autostart": 2})),
+        ),
+    ] {
+        let (status, reply) = h.json("PUT", uri, body).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {reply}");
+    }
+    assert_eq!(
+        h.seen(),
+        vec![
+            ("omq.system.list-workflows".to_string(), json!({})),
+            (
+                "omq.system.get-workflow".to_string(),
+                json!({"name": "W", "version": "1.0"})
+            ),
+            (
+                "omq.system.set-workflow-enabled".to_string(),
+                json!({"name": "W", "enabled": false})
+            ),
+            (
+                "omq.system.set-workflow-enabled".to_string(),
+                json!({"name": "W", "enabled": true})
+            ),
+            (
+                "omq.system.set-workflow-autostart".to_string(),
+                json!({"name": "W", "autostart": 0})
+            ),
+            (
+                "omq.system.set-workflow-autostart".to_string(),
+                json!({"workflowid": 12, "autostart": 2})
+            ),
+        ]
+    );
+
+    // start, stop and reset send the protobuf InterfaceRef; an id is looked up first.
+    let (status, reply) = h
+        .json("PUT", "/api/latest/workflows/W?action=stop", None)
+        .await;
+    assert_eq!(
+        (status, reply),
+        (
+            StatusCode::OK,
+            json!({"network_id": "workflow-W-1.0", "status": "stopped"})
+        )
+    );
+    let (_, reply) = h.json("PUT", "/api/latest/workflows/12/start", None).await;
+    assert_eq!(
+        reply,
+        json!({"network_id": "workflow-W-2.0", "status": "starting"})
+    );
+    let (_, reply) = h.json("PUT", "/api/latest/workflows/W/reset", None).await;
+    assert_eq!(
+        reply,
+        json!({"message": "workflow W:1.0 reset: 2 step(s) loaded"})
+    );
+    let (status, err) = h.json("PUT", "/api/latest/workflows/99/start", None).await;
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::NOT_FOUND, json!("NOT-FOUND"))
+    );
+    let sent: Vec<(String, sluice_proto::v1::InterfaceRef)> = h
+        .master
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m.ends_with("-interface") || m.ends_with("reset-workflow"))
+        .map(|(m, b)| {
+            (
+                m.clone(),
+                sluice_proto::v1::InterfaceRef::decode(b.as_slice()).unwrap(),
+            )
+        })
+        .collect();
+    let r = |name: &str, version: &str| sluice_proto::v1::InterfaceRef {
+        r#type: "workflow".into(),
+        name: name.into(),
+        version: version.into(),
+    };
+    assert_eq!(
+        sent,
+        vec![
+            ("omq.system.stop-interface".to_string(), r("W", "")),
+            ("omq.system.start-interface".to_string(), r("W", "2.0")),
+            ("omq.system.reset-workflow".to_string(), r("W", "")),
+        ]
+    );
+
+    // execSynchronous: the order's arguments, with a deadline.
+    let (status, order) = h
+        .json(
+            "POST",
+            "/api/latest/workflows/W/execSynchronous",
+            Some(json!({"staticdata": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    assert_eq!(order["workflowstatus"], "COMPLETE");
+    assert_eq!(
+        h.seen().pop().unwrap(),
+        (
+            "omq.system.exec-synchronous".to_string(),
+            json!({"name": "W", "staticdata": {"a": 1}})
+        )
+    );
+    let (status, err) = h
+        .json(
+            "POST",
+            "/api/latest/workflows/W?action=execSynchronous",
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "staticdata is required: {err}"
+    );
+}
+
+#[tokio::test]
+async fn bulk_order_actions_answer_per_order() {
+    let h = Harness::with(false, Box::new(workflows_master));
+    let (status, reply) = h
+        .json("PUT", "/api/latest/orders?action=retry&ids=3,4,5", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "200 even when some failed");
+    assert_eq!(
+        reply,
+        json!([
+            {"workflow_instanceid": 3, "result": {"workflow_instanceid": 3, "workflowstatus": "RETRY"}},
+            {"workflow_instanceid": 4, "err": "STATUS-ERROR", "desc": "order 4 is COMPLETE"},
+            {"workflow_instanceid": 5, "result": {"workflow_instanceid": 5, "workflowstatus": "RETRY"}},
+        ])
+    );
+    let verbs: Vec<Value> = h.seen().into_iter().map(|(_, b)| b).collect();
+    assert_eq!(
+        verbs,
+        vec![
+            json!({"workflow_instanceid": 3}),
+            json!({"workflow_instanceid": 4}),
+            json!({"workflow_instanceid": 5}),
+        ]
+    );
+    let (status, reply) = h
+        .json("PUT", "/api/latest/orders/block", Some(json!({"ids": [8]})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply[0]["err"], "STATUS-ERROR");
+    assert_eq!(
+        h.seen().pop().unwrap().0,
+        "omq.system.block-workflow-instance"
+    );
+    for uri in [
+        "/api/latest/orders?action=retry",
+        "/api/latest/orders?action=retry&ids=x",
+        "/api/latest/orders?action=setPriority&ids=1",
+    ] {
+        let (status, err) = h.json("PUT", uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {err}");
+    }
+    let many: Vec<String> = (1..=1001).map(|i| i.to_string()).collect();
+    let (status, err) = h
+        .json(
+            "PUT",
+            &format!("/api/latest/orders/cancel?ids={}", many.join(",")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+}
+
+#[tokio::test]
+async fn options_shutdown_and_log_lines() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("log")).unwrap();
+    std::fs::write(
+        home.path().join("log/test-key-master.log"),
+        "one\ntwo\nthree\nfour\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join("log/test-key-workflow-W-2.0.log"),
+        "wf started\n",
+    )
+    .unwrap();
+    let h = Harness::at(home.path().to_path_buf(), Box::new(workflows_master));
+
+    let (status, _) = h
+        .json("GET", "/api/latest/system/options/qorus.max-events", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = h
+        .json(
+            "PUT",
+            "/api/latest/system/options/qorus.max-events?action=set&value=5",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::CONFLICT, json!("OPTION-ERROR"))
+    );
+    let (status, _) = h
+        .json("PUT", "/api/latest/system/options/max-events/set", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "value is required");
+    let (status, reply) = h.json("PUT", "/api/latest/system/shutdown", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["shutdown"], true);
+    let seen = h.seen();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "omq.system.get-options".to_string(),
+                json!({"name": "qorus.max-events"})
+            ),
+            (
+                "omq.system.set-option".to_string(),
+                json!({"name": "qorus.max-events", "value": "5"})
+            ),
+            ("omq.system.shutdown".to_string(), Value::Null),
+        ]
+    );
+
+    let (status, lines) = h
+        .json("GET", "/api/latest/system/logs/system?lines=2", None)
+        .await;
+    assert_eq!((status, lines), (StatusCode::OK, json!(["three", "four"])));
+    let (_, lines) = h.json("GET", "/api/latest/system/logs/system", None).await;
+    assert_eq!(lines.as_array().map(Vec::len), Some(4));
+    // workflows/NAME: the log of the version the master knows (here 2.0).
+    let (status, lines) = h
+        .json("GET", "/api/v3/system/logs/workflows/W?lines=5", None)
+        .await;
+    assert_eq!((status, lines), (StatusCode::OK, json!(["wf started"])));
+    let (_, lines) = h.json("GET", "/api/latest/system/logs/http", None).await;
+    assert_eq!(lines, json!([]), "no file yet");
+    for (uri, code) in [
+        (
+            "/api/latest/system/logs/../etc/options",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/latest/system/logs/workflows/NOPE",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/latest/system/logs/system?lines=-1",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/latest/system/logs/system?lines=10001",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, err) = h.json("GET", uri, None).await;
+        assert_eq!(status, code, "{uri}: {err}");
+    }
 }

@@ -177,6 +177,27 @@ const VERBS: &[(&str, Access)] = &[
         Access::Permission("JOB-CONTROL"),
     ),
     ("omq.system.reset-job", Access::Permission("JOB-CONTROL")),
+    // Workflows (crate::workflows), with Qorus's permissions.
+    ("omq.system.list-workflows", Access::Read),
+    ("omq.system.get-workflow", Access::Read),
+    (
+        "omq.system.set-workflow-enabled",
+        Access::Permission("WORKFLOW-CONTROL"),
+    ),
+    (
+        "omq.system.set-workflow-autostart",
+        Access::Permission("WORKFLOW-CONTROL"),
+    ),
+    (
+        "omq.system.exec-synchronous",
+        Access::Permission("SUBMIT-ORDER"),
+    ),
+    // Options (crate::options_api).
+    ("omq.system.get-options", Access::Read),
+    (
+        "omq.system.set-option",
+        Access::Permission("OPTION-CONTROL"),
+    ),
     // Interface groups (crate::groups).
     ("omq.system.list-groups", Access::Read),
     (
@@ -484,6 +505,12 @@ impl Api {
             }
             method if crate::groups::VERBS.contains(&method) => {
                 crate::groups::handle(self, user, method, body).await
+            }
+            method if crate::workflows::VERBS.contains(&method) => {
+                crate::workflows::handle(self, user, request).await
+            }
+            method if crate::options_api::VERBS.contains(&method) => {
+                crate::options_api::handle(self, user, method, body)
             }
             _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
         }
@@ -1110,6 +1137,395 @@ mod tests {
         )
         .await
         .is_ok());
+    }
+
+    /// Two versions of WF (2.0 in a disabled group), a step graph, errors of its own and
+    /// global ones.
+    async fn workflows_fixture(api: &Api) {
+        api.store
+            .execute_sql(
+                "INSERT INTO workflows (workflowid, name, version, description, autostart, \
+                     keylist, created, modified) \
+                     VALUES (1, 'WF', '1.0', 'first', 1, '[\"id\"]', 0, 0), \
+                     (2, 'WF', '2.0', NULL, 0, '[]', 0, 0); \
+                 INSERT INTO steps (stepid, name, version, created, modified) \
+                     VALUES (10, 'A', '1.0', 0, 0), (11, 'B', '1.0', 0, 0); \
+                 INSERT INTO workflow_steps (workflowid, stepid, position, depends_on) \
+                     VALUES (1, 10, 0, '[]'), (1, 11, 1, '[10]'); \
+                 INSERT INTO workflow_errors (workflowid, error, description, status, \
+                     business_error) VALUES (1, 'E1', 'own', 'R', 1), \
+                     (NULL, 'E1', 'global', 'E', 0), (NULL, 'G', 'global only', 'E', 0); \
+                 INSERT INTO groups (name, enabled) VALUES ('OFF', 0); \
+                 INSERT INTO group_members (group_name, object_type, object_id) \
+                     VALUES ('OFF', 'workflow', 2);",
+            )
+            .await
+            .expect("workflows");
+    }
+
+    #[tokio::test]
+    async fn workflow_verbs_list_describe_and_switch() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut api = api(&dir).await;
+        workflows_fixture(&api).await;
+        for _ in 0..2 {
+            call(
+                &api,
+                "omq.system.create-order",
+                json!({"name": "WF", "version": "1.0", "staticdata": {}}),
+            )
+            .await
+            .expect("order");
+        }
+
+        let list = call(&api, "omq.system.list-workflows", json!({}))
+            .await
+            .expect("list");
+        let list = list.as_array().expect("a list");
+        assert_eq!(list.len(), 2);
+        let (v1, v2) = (&list[0], &list[1]);
+        assert_eq!(
+            (&v1["name"], &v1["version"], &v1["desc"]),
+            (&json!("WF"), &json!("1.0"), &json!("first"))
+        );
+        assert_eq!(v1["autostart"], 1);
+        assert_eq!(v1["enabled"], true);
+        assert_eq!(v1["blocked"], false);
+        assert_eq!(v1["keylist"], json!(["id"]));
+        assert_eq!(v1["status"], "stopped");
+        assert_eq!((&v1["READY"], &v1["TOTAL"]), (&json!(2), &json!(2)));
+        assert_eq!(v1["COMPLETE"], 0, "every status is counted");
+        assert_eq!(v2["groups"], json!(["OFF"]));
+        assert_eq!(v2["blocked"], true);
+        assert_eq!(v2["TOTAL"], 0);
+
+        let newest = call(&api, "omq.system.get-workflow", json!({"name": "WF"}))
+            .await
+            .expect("newest");
+        assert_eq!(newest["version"], "2.0");
+        assert_eq!(newest["steps"], json!([]));
+        let wf = call(
+            &api,
+            "omq.system.get-workflow",
+            json!({"name": "WF", "version": "1.0"}),
+        )
+        .await
+        .expect("1.0");
+        assert_eq!(
+            call(&api, "omq.system.get-workflow", json!({"workflowid": 1}))
+                .await
+                .expect("by id"),
+            wf
+        );
+        let steps: Vec<_> = wf["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| (s["name"].clone(), s["depends_on"].clone()))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![(json!("A"), json!([])), (json!("B"), json!([10]))]
+        );
+        let errors: Vec<_> = wf["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| {
+                (
+                    e["error"].clone(),
+                    e["description"].clone(),
+                    e["status"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                (json!("E1"), json!("own"), json!("RETRY")),
+                (json!("G"), json!("global only"), json!("ERROR")),
+            ],
+            "the workflow's own E1 hides the global one"
+        );
+        for (body, code) in [
+            (json!({"name": "NOPE"}), "UNKNOWN-WORKFLOW"),
+            (json!({"workflowid": 99}), "UNKNOWN-WORKFLOW"),
+            (json!({"name": "WF", "workflowid": 1}), "INVALID-ARGUMENT"),
+            (json!({"nme": "WF"}), "INVALID-ARGUMENT"),
+            (json!({}), "INVALID-ARGUMENT"),
+        ] {
+            let got = call(&api, "omq.system.get-workflow", body.clone()).await;
+            assert_eq!(got.map_err(|e| e.0), Err(code), "{body}");
+        }
+
+        // Disabled: no new orders; the process is told to stop (none runs here).
+        let off = json!({"name": "WF", "version": "1.0", "enabled": false});
+        let reply = call(&api, "omq.system.set-workflow-enabled", off.clone())
+            .await
+            .expect("disabled");
+        assert_eq!(
+            (&reply["changed"], &reply["process"]),
+            (&json!(true), &json!("not running"))
+        );
+        let again = call(&api, "omq.system.set-workflow-enabled", off)
+            .await
+            .expect("again");
+        assert_eq!(again["changed"], false);
+        let refused = call(
+            &api,
+            "omq.system.create-order",
+            json!({"name": "WF", "version": "1.0", "staticdata": {}}),
+        )
+        .await;
+        assert_eq!(refused.map_err(|e| e.0), Err("STATUS-ERROR"));
+        let reply = call(
+            &api,
+            "omq.system.set-workflow-enabled",
+            json!({"workflowid": 1, "enabled": true}),
+        )
+        .await
+        .expect("enabled");
+        assert_eq!(
+            reply["process"], "starting",
+            "autostart 1, in no disabled group"
+        );
+        let row = call(&api, "omq.system.get-workflow", json!({"workflowid": 1}))
+            .await
+            .expect("1.0");
+        assert_eq!(row["enabled"], true);
+
+        let reply = call(
+            &api,
+            "omq.system.set-workflow-autostart",
+            json!({"name": "WF", "version": "2.0", "autostart": 3}),
+        )
+        .await
+        .expect("autostart");
+        assert_eq!(reply["changed"], true);
+        assert_eq!(
+            reply["process"],
+            "not started: the workflow is in a disabled interface group"
+        );
+        let reply = call(
+            &api,
+            "omq.system.set-workflow-autostart",
+            json!({"name": "WF", "version": "1.0", "autostart": 0}),
+        )
+        .await
+        .expect("autostart 0");
+        assert_eq!(reply["process"], "not running");
+        let reply = call(
+            &api,
+            "omq.system.set-workflow-enabled",
+            json!({"name": "WF", "version": "1.0", "enabled": true}),
+        )
+        .await
+        .expect("enabled");
+        assert_eq!(reply["process"], "not started: its autostart is 0");
+        let list = call(&api, "omq.system.list-workflows", json!({}))
+            .await
+            .expect("list");
+        assert_eq!(
+            (&list[0]["autostart"], &list[1]["autostart"]),
+            (&json!(0), &json!(3))
+        );
+        let negative = call(
+            &api,
+            "omq.system.set-workflow-autostart",
+            json!({"name": "WF", "autostart": -1}),
+        )
+        .await;
+        assert_eq!(negative.map_err(|e| e.0), Err("INVALID-ARGUMENT"));
+
+        api.rbac_security = true;
+        let (code, description) = call(
+            &api,
+            "omq.system.set-workflow-enabled",
+            json!({"name": "WF", "enabled": false}),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(code, "AUTHORIZATION-ERROR");
+        assert!(description.contains("WORKFLOW-CONTROL"), "{description}");
+        assert!(call(&api, "omq.system.list-workflows", json!({}))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn exec_synchronous_answers_once_the_order_ends_or_at_its_deadline() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = api(&dir).await;
+        workflows_fixture(&api).await;
+        let order = json!({"name": "WF", "version": "1.0", "staticdata": {"x": 1}});
+
+        // Nothing runs the order here: TIMEOUT just before the deadline, naming it.
+        let mut req = request(
+            "omq.system.exec-synchronous",
+            order.to_string().into_bytes(),
+        );
+        req.deadline_ms = sluice_core::now_ms() + 800;
+        let started = std::time::Instant::now();
+        let (code, description) = api
+            .dispatch("ops", peer("ops"), &req)
+            .await
+            .expect_err("timeout");
+        assert_eq!(code, "TIMEOUT");
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "answered in time"
+        );
+        assert!(
+            description.contains("order 1 is still READY"),
+            "{description}"
+        );
+        assert!(description.contains("not running"), "{description}");
+        assert_eq!(
+            api.store
+                .query_i64("SELECT COUNT(*) FROM workflow_instance")
+                .await
+                .expect("count"),
+            Some(1),
+            "the order stays"
+        );
+
+        // An order that ends (here: a stand-in for the workflow process sets it COMPLETE).
+        let store = api.store.clone();
+        let finisher = tokio::spawn(async move {
+            loop {
+                let done = store
+                    .execute_sql(
+                        "UPDATE workflow_instance SET workflowstatus = 'C' \
+                         WHERE workflow_instanceid = 2",
+                    )
+                    .await;
+                if done.is_ok()
+                    && store
+                        .query_i64(
+                            "SELECT COUNT(*) FROM workflow_instance \
+                             WHERE workflowstatus = 'C'",
+                        )
+                        .await
+                        .ok()
+                        .flatten()
+                        == Some(1)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let info = call(&api, "omq.system.exec-synchronous", order.clone())
+            .await
+            .expect("complete");
+        finisher.await.expect("finisher");
+        assert_eq!(info["workflow_instanceid"], 2);
+        assert_eq!(info["workflowstatus"], "COMPLETE");
+        assert_eq!(info["staticdata"], json!({"x": 1}));
+
+        let bad = call(
+            &api,
+            "omq.system.exec-synchronous",
+            json!({"name": "NOPE", "staticdata": {}}),
+        )
+        .await;
+        assert_eq!(bad.map_err(|e| e.0), Err("UNKNOWN-WORKFLOW"));
+    }
+
+    #[tokio::test]
+    async fn options_are_shown_redacted_and_not_set_at_runtime() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut api = api(&dir).await;
+        api.options = Arc::new(
+            sluice_core::options::Options::parse(
+                "qorus.systemdb: postgres://sluice:hunter2@db.example:5432/omq\n\
+                 qorus.max-events: 500\n",
+                std::path::Path::new("options"),
+                &sluice_core::home::Home::new(dir.path()),
+            )
+            .expect("options"),
+        );
+        let all = call(&api, "omq.system.get-options", json!({}))
+            .await
+            .expect("options");
+        let all = all.as_array().expect("a list");
+        assert_eq!(all.len(), sluice_core::options::table().len());
+        assert!(!serde_json::to_string(all)
+            .expect("json")
+            .contains("hunter2"));
+        let db = all
+            .iter()
+            .find(|o| o["name"] == "qorus.systemdb")
+            .expect("systemdb");
+        assert!(db["value"].as_str().expect("text").contains("***"), "{db}");
+        let one = call(
+            &api,
+            "omq.system.get-options",
+            json!({"name": "max-events"}),
+        )
+        .await
+        .expect("one");
+        assert_eq!(
+            (&one["name"], &one["value"], &one["default"], &one["type"]),
+            (
+                &json!("qorus.max-events"),
+                &json!("500"),
+                &json!("10000"),
+                &json!("integer > 0")
+            )
+        );
+        let missing = call(
+            &api,
+            "omq.system.get-options",
+            json!({"name": "qorus.nope"}),
+        )
+        .await;
+        assert_eq!(missing.map_err(|e| e.0), Err("NOT-FOUND"));
+
+        let (code, description) = call(
+            &api,
+            "omq.system.set-option",
+            json!({"name": "qorus.max-events", "value": 5}),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(code, "OPTION-ERROR");
+        for part in ["qorus.max-events", "next start", "etc/options"] {
+            assert!(description.contains(part), "{part}: {description}");
+        }
+        for (body, text) in [
+            (
+                json!({"name": "max-events", "value": "0"}),
+                "positive integer",
+            ),
+            (
+                json!({"name": "qorus.max-event", "value": "1"}),
+                "unknown option",
+            ),
+            (json!({"name": "max-events", "value": [1]}), "must be text"),
+            (json!({"name": "max-events"}), "malformed"),
+        ] {
+            let (code, description) = call(&api, "omq.system.set-option", body.clone())
+                .await
+                .expect_err("invalid");
+            assert_eq!(code, "INVALID-ARGUMENT", "{body}");
+            assert!(description.contains(text), "{body}: {description}");
+        }
+        assert_eq!(api.options.max_events(), 500, "nothing changed");
+
+        api.rbac_security = true;
+        let (code, description) = call(
+            &api,
+            "omq.system.set-option",
+            json!({"name": "max-events", "value": "5"}),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(code, "AUTHORIZATION-ERROR");
+        assert!(description.contains("OPTION-CONTROL"), "{description}");
     }
 
     #[tokio::test]

@@ -9,12 +9,14 @@ pub mod api;
 pub mod groups;
 pub mod heartbeat;
 pub mod jobs;
+pub mod options_api;
 pub mod orders;
 pub mod services;
 pub mod shutdown;
 pub mod startup;
 pub mod supervisor;
 pub mod system;
+pub mod workflows;
 
 use std::path::PathBuf;
 

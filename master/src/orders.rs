@@ -139,42 +139,7 @@ pub(crate) async fn handle(
     let store = &api.store;
     match method {
         "omq.system.create-order" => {
-            let raw: Value = parse(body)?;
-            let order: NewOrder = serde_json::from_value(raw)
-                .map_err(|e| ("ORDER-DATA-ERROR", format!("invalid order: {e}")))?;
-            let id = store.create_order(&order).await.map_err(refused)?;
-            // The order is committed; failing to describe it only costs its event.
-            let summary = match store.order_summary(id).await {
-                Ok(summary) => summary,
-                Err(err) => {
-                    tracing::warn!("order {id} created, but cannot be read for its event: {err}");
-                    None
-                }
-            };
-            if let Some(summary) = summary {
-                tracing::info!(user, id, workflow = %summary.name, "order created");
-                api.events.raise(
-                    EventCode::WorkflowDataSubmitted,
-                    Severity::Info,
-                    user,
-                    json!({
-                        "name": summary.name, "version": summary.version,
-                        "workflowid": summary.workflowid, "workflow_instanceid": id,
-                        "status": summary.workflowstatus,
-                    }),
-                );
-                audit(
-                    &api.options,
-                    store,
-                    AuditEventCode::WorkflowDataCreated,
-                    user,
-                    method,
-                    (summary.workflowid, id),
-                    Some(format!("{}:{}", summary.name, summary.version)),
-                    Some(summary.workflowstatus),
-                )
-                .await;
-            }
+            let id = create(api, user, method, body).await?;
             to_json(&json!({ "workflow_instanceid": id }))
         }
         "omq.system.get-order-info" => {
@@ -241,6 +206,54 @@ pub(crate) async fn handle(
             to_json(&change_reply(&change))
         }
     }
+}
+
+/// Creates an order (`create-order`'s body), raises `WORKFLOW_DATA_SUBMITTED` and writes
+/// the audit record; `exec-synchronous` creates its orders the same way.
+pub(crate) async fn create(
+    api: &Api,
+    user: &str,
+    method: &str,
+    body: &[u8],
+) -> Result<i64, Refusal> {
+    let store = &api.store;
+    let raw: Value = parse(body)?;
+    let order: NewOrder = serde_json::from_value(raw)
+        .map_err(|e| ("ORDER-DATA-ERROR", format!("invalid order: {e}")))?;
+    let id = store.create_order(&order).await.map_err(refused)?;
+    // The order is committed; failing to describe it only costs its event.
+    let summary = match store.order_summary(id).await {
+        Ok(summary) => summary,
+        Err(err) => {
+            tracing::warn!("order {id} created, but cannot be read for its event: {err}");
+            None
+        }
+    };
+    if let Some(summary) = summary {
+        tracing::info!(user, id, workflow = %summary.name, "order created");
+        api.events.raise(
+            EventCode::WorkflowDataSubmitted,
+            Severity::Info,
+            user,
+            json!({
+                "name": summary.name, "version": summary.version,
+                "workflowid": summary.workflowid, "workflow_instanceid": id,
+                "status": summary.workflowstatus,
+            }),
+        );
+        audit(
+            &api.options,
+            store,
+            AuditEventCode::WorkflowDataCreated,
+            user,
+            method,
+            (summary.workflowid, id),
+            Some(format!("{}:{}", summary.name, summary.version)),
+            Some(summary.workflowstatus),
+        )
+        .await;
+    }
+    Ok(id)
 }
 
 /// The actions that change one order and answer with its status.

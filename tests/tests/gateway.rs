@@ -1017,3 +1017,381 @@ async fn websockets_against_a_running_node() -> Result<()> {
     assert!(!uploaded.exists());
     node.stop()
 }
+
+// ---- workflows, bulk actions, options, logs, shutdown, connection limits --------------
+
+/// An order of TEST-FLOW until `check` accepts it.
+async fn order_until(
+    rest: &Rest,
+    id: i64,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    rest.poll(&format!("/api/latest/orders/{id}"), what, check)
+        .await
+}
+
+/// TEST-FLOW as `GET /workflows/TEST-FLOW` shows it, once `check` accepts it.
+async fn flow_until(rest: &Rest, what: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {
+    rest.poll("/api/latest/workflows/TEST-FLOW", what, check)
+        .await
+}
+
+/// Workflow control over REST against the real TEST-FLOW (list, get, stop, start, disable,
+/// enable, setAutostart, reset), `execSynchronous`, a bulk retry, options read and set,
+/// log lines, and a shutdown over REST that stops the master with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
+    let port = free_port();
+    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
+    let mut node = Node::start("e2e-gw-wf", &[&listener], &yaml_files(&fixtures("flow"))?)?;
+    node.wait_log(WF, "ready:")?;
+    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
+    let out = node.inst.home().join("effects.txt");
+    let running = |w: &Value| w["status"] == "running";
+
+    // ---- list and get
+    let (status, list) = rest.get("/api/latest/workflows").await?;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let flow = &list[0];
+    assert_eq!(
+        (&flow["name"], &flow["version"], &flow["autostart"]),
+        (&json!("TEST-FLOW"), &json!("1.0"), &json!(1)),
+        "{list}"
+    );
+    assert_eq!(flow["enabled"], true);
+    assert_eq!(flow["keylist"], json!(["ref"]));
+    assert_eq!(flow["network_id"], WF, "{flow}");
+    assert_eq!(flow["TOTAL"], 0);
+    let workflowid = flow["workflowid"].as_i64().context("a workflowid")?;
+    let (status, one) = rest.get("/api/latest/workflows/TEST-FLOW").await?;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    let steps: Vec<&str> = one["steps"]
+        .as_array()
+        .context("steps")?
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(steps, vec!["Prepare", "Left", "Right", "Finish"], "{one}");
+    let errors: Vec<(&str, &str)> = one["errors"]
+        .as_array()
+        .context("errors")?
+        .iter()
+        .filter_map(|e| Some((e["error"].as_str()?, e["status"].as_str()?)))
+        .collect();
+    assert!(errors.contains(&("TEST-RETRY", "RETRY")), "{one}");
+    assert!(errors.contains(&("TEST-DECLINED", "ERROR")), "{one}");
+    let (_, by_id) = rest
+        .get(&format!("/api/latest/workflows/{workflowid}"))
+        .await?;
+    assert_eq!(by_id["name"], "TEST-FLOW");
+    let (status, err) = rest.get("/api/latest/workflows/NO-SUCH-FLOW").await?;
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::NOT_FOUND, json!("UNKNOWN-WORKFLOW"))
+    );
+
+    // ---- stop and start
+    let (status, reply) = rest
+        .put("/api/latest/workflows/TEST-FLOW?action=stop", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply, json!({"network_id": WF, "status": "stopped"}));
+    assert_eq!(
+        rest.get("/api/latest/workflows/TEST-FLOW").await?.1["status"],
+        "stopped"
+    );
+    let (status, reply) = rest
+        .put(&format!("/api/latest/workflows/{workflowid}/start"), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["status"], "starting");
+    flow_until(&rest, "the workflow to run again", running).await?;
+
+    // ---- disable: no new orders, the process stops; enable starts it again
+    let (status, reply) = rest
+        .put("/api/latest/workflows/TEST-FLOW/disable", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        (&reply["enabled"], &reply["changed"], &reply["process"]),
+        (&json!(false), &json!(true), &json!("stopped")),
+        "{reply}"
+    );
+    let flow = rest.get("/api/latest/workflows/TEST-FLOW").await?.1;
+    assert_eq!(
+        (&flow["enabled"], &flow["status"]),
+        (&json!(false), &json!("stopped"))
+    );
+    let (status, err) = rest
+        .send(
+            Method::POST,
+            "/api/latest/workflows/TEST-FLOW?action=createOrder",
+            Some(json!({"staticdata": {"out": out}})),
+        )
+        .await?;
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::CONFLICT, json!("STATUS-ERROR")),
+        "{err}"
+    );
+    let (status, err) = rest
+        .put("/api/latest/workflows/TEST-FLOW?action=start", None)
+        .await?;
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::CONFLICT, json!("STATUS-ERROR")),
+        "a disabled workflow does not start: {err}"
+    );
+    let (status, reply) = rest
+        .put("/api/latest/workflows/TEST-FLOW?action=enable", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["process"], "starting", "{reply}");
+    flow_until(&rest, "the enabled workflow to run", running).await?;
+
+    // ---- setAutostart: 0 stops it, 1 starts it
+    let (status, reply) = rest
+        .put(
+            "/api/latest/workflows/TEST-FLOW/setAutostart?autostart=0",
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["process"], "stopped", "{reply}");
+    let flow = rest.get("/api/latest/workflows/TEST-FLOW").await?.1;
+    assert_eq!(
+        (&flow["autostart"], &flow["status"]),
+        (&json!(0), &json!("stopped"))
+    );
+    let (status, reply) = rest
+        .put(
+            "/api/latest/workflows/TEST-FLOW?action=setAutostart",
+            Some(json!({"autostart": 1})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["process"], "starting", "{reply}");
+    flow_until(&rest, "the workflow to run with autostart 1", running).await?;
+    node.wait_log(WF, "ready:")?;
+
+    // ---- reset: the running process loads its code again
+    let (status, reply) = rest
+        .put("/api/latest/workflows/TEST-FLOW?action=reset", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("TEST-FLOW:1.0 reset"),
+        "{reply}"
+    );
+
+    // ---- execSynchronous: the order, COMPLETE
+    let (status, order) = rest
+        .send(
+            Method::POST,
+            "/api/latest/workflows/TEST-FLOW?action=execSynchronous",
+            Some(json!({"staticdata": {"out": out}, "orderkeys": {"ref": "SYNC-1"}})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    assert_eq!(order["workflowstatus"], "COMPLETE", "{order}");
+    assert_eq!(order["keys"]["ref"], json!(["SYNC-1"]));
+    assert_eq!(order["steps"].as_array().map(Vec::len), Some(4), "{order}");
+
+    // ---- a bulk retry of two orders in ERROR (and one that does not exist)
+    let mut failed = Vec::new();
+    for _ in 0..2 {
+        let (status, created) = rest
+            .send(
+                Method::POST,
+                "/api/latest/workflows/TEST-FLOW/createOrder",
+                Some(json!({"staticdata": {"out": out, "fail": {"Right": "business"}}})),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        failed.push(created["workflow_instanceid"].as_i64().context("an id")?);
+    }
+    for id in &failed {
+        order_until(&rest, *id, "the order to fail", |o| {
+            o["workflowstatus"] == "ERROR"
+        })
+        .await?;
+    }
+    let (status, results) = rest
+        .put(
+            &format!(
+                "/api/latest/orders?action=retry&ids={},{},999999",
+                failed[0], failed[1]
+            ),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{results}");
+    for (i, id) in failed.iter().enumerate() {
+        assert_eq!(results[i]["workflow_instanceid"], *id, "{results}");
+        assert_eq!(
+            results[i]["result"]["previous_workflowstatus"], "ERROR",
+            "{results}"
+        );
+    }
+    assert_eq!(results[2]["err"], "WORKFLOW-ORDER-NOT-FOUND", "{results}");
+
+    // ---- options: read, and a set refused until the next start
+    let (status, options) = rest.get("/api/latest/system/options").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        options.as_array().is_some_and(|o| o
+            .iter()
+            .any(|o| o["name"] == "qorus.instance-key" && o["value"] == "e2e-gw-wf")),
+        "{options}"
+    );
+    let (status, one) = rest
+        .get("/api/latest/system/options/qorus.http-server")
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["value"], format!("127.0.0.1:{port}"));
+    let (status, err) = rest
+        .put(
+            "/api/latest/system/options/max-events?action=set&value=5",
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["err"], "OPTION-ERROR");
+    assert!(
+        err["desc"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("next start"),
+        "{err}"
+    );
+    let (status, err) = rest
+        .put(
+            "/api/latest/system/options/max-events/set",
+            Some(json!({"value": "zero"})),
+        )
+        .await?;
+    assert_eq!(
+        (status, err["err"].clone()),
+        (StatusCode::BAD_REQUEST, json!("INVALID-ARGUMENT")),
+        "{err}"
+    );
+
+    // ---- log lines
+    let (status, lines) = rest.get("/api/latest/system/logs/system?lines=5").await?;
+    assert_eq!(status, StatusCode::OK, "{lines}");
+    assert_eq!(lines.as_array().map(Vec::len), Some(5), "{lines}");
+    let (status, lines) = rest
+        .get("/api/latest/system/logs/workflows/TEST-FLOW?lines=500")
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{lines}");
+    assert!(
+        lines.as_array().is_some_and(|l| l
+            .iter()
+            .any(|l| l.as_str().unwrap_or_default().contains("ready:"))),
+        "{lines}"
+    );
+    let (status, _) = rest.get("/api/latest/system/logs/nope").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // ---- shutdown over REST: answered, then the master stops everything and exits 0
+    let (status, reply) = rest.put("/api/latest/system?action=shutdown", None).await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["shutdown"], true);
+    let exit = node.inst.wait_exit(node.master, STOP_GRACE)?;
+    assert_eq!(exit.code(), Some(0), "{}", node.log("master"));
+    assert!(
+        node.log("master").contains("shutdown"),
+        "{}",
+        node.log("master")
+    );
+    Ok(())
+}
+
+/// One HTTP/1.1 response off a raw connection: the head, then the body by its length.
+fn read_response(stream: &mut std::net::TcpStream) -> Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                })
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return Ok(text);
+            }
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `qorus.http-max-connections-per-address`: with a limit of 3, a fourth connection from
+/// 127.0.0.1 gets 503 with Retry-After and is closed; the three are served on, and once
+/// one closes a new one is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_per_address_are_limited() -> Result<()> {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let port = free_port();
+    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
+    let node = Node::start(
+        "e2e-gw-limit",
+        &[&listener, "qorus.http-max-connections-per-address: 3"],
+        &[],
+    )?;
+    const REQUEST: &[u8] = b"GET /api/public/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let connect = || -> Result<TcpStream> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(stream)
+    };
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let mut stream = connect()?;
+        stream.write_all(REQUEST)?;
+        let answer = read_response(&mut stream)?;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "connection {i}: {answer}"
+        );
+        open.push(stream);
+    }
+    let mut extra = connect()?;
+    let _ = extra.write_all(REQUEST);
+    let mut answer = Vec::new();
+    let _ = extra.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: "), "{answer}");
+    assert!(answer.contains("TOO-MANY-CONNECTIONS"), "{answer}");
+    // The three admitted ones are served on.
+    open[0].write_all(REQUEST)?;
+    assert!(read_response(&mut open[0])?.starts_with("HTTP/1.1 200"));
+    node.wait_log(GATEWAY, "refusing connections from 127.0.0.1")?;
+
+    // One closes: a new connection is admitted (once the gateway has seen the close).
+    drop(open.pop());
+    let admitted = eventually(SOON, "a place to come free", || {
+        let mut stream = connect().ok()?;
+        stream.write_all(REQUEST).ok()?;
+        let answer = read_response(&mut stream).ok()?;
+        answer.starts_with("HTTP/1.1 200").then_some(answer)
+    })?;
+    assert!(admitted.contains("e2e-gw-limit"), "{admitted}");
+    drop(open);
+    node.stop()
+}

@@ -190,6 +190,39 @@ print(json.dumps({{"echo": echo, "methods": methods, "fault": fault}}))
         "{got}"
     );
 
+    // Malformed XML-RPC and YAML-RPC: well-formed protocol errors, and the gateway serves on.
+    for (path, body) in [
+        (
+            "/RPC2",
+            "<methodCall><methodName>x</methodName><params><param>",
+        ),
+        (
+            "/RPC2",
+            "<?xml version=\"1.0\"?><!DOCTYPE lol [<!ENTITY a \"aaaa\">]><methodCall/>",
+        ),
+        ("/YAML", "method: [unclosed\n"),
+        ("/YAML", "- just\n- a list\n"),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .body(body.to_string())
+            .send()
+            .await?;
+        assert_eq!(r.status(), 200, "{path} {body}");
+        let text = r.text().await?;
+        let fault = if path == "/RPC2" { "<fault>" } else { "error" };
+        assert!(text.contains(fault), "{path} {body}: {text}");
+    }
+    let reply: Value = http
+        .post(format!("{base}/JSON"))
+        .json(&json!({"jsonrpc": "2.0", "id": 11,
+                      "method": "omq.user.service.TEST-SVC.echo", "params": ["after"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(reply["result"], json!(["after"]), "{reply}");
+
     assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
     Ok(())
 }

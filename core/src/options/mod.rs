@@ -213,6 +213,12 @@ impl Options {
         self.bool("cors-enable")
     }
 
+    /// `qorus.http-max-connections-per-address`: open connections one client address may
+    /// have on one gateway listener.
+    pub fn http_max_connections_per_address(&self) -> usize {
+        usize::try_from(self.integer("http-max-connections-per-address")).unwrap_or(usize::MAX)
+    }
+
     pub fn autostart_interfaces(&self) -> bool {
         self.bool("autostart-interfaces")
     }

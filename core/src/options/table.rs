@@ -258,6 +258,16 @@ static TABLE: &[OptionDef] = &[
                       headers are sent and browsers refuse such calls.",
     },
     option! {
+        name: "http-max-connections-per-address",
+        kind: PositiveInteger,
+        default: "256",
+        startup_only: true,
+        description: "Connections one client address may have open at once on each HTTP \
+                      gateway listener; past it a new connection is answered 503 with \
+                      Retry-After and closed (HTTPS: closed before the TLS handshake). A \
+                      reverse proxy or NAT in front of the gateway counts as one address.",
+    },
+    option! {
         name: "autostart-interfaces",
         kind: Bool,
         default: "true",

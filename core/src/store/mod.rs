@@ -37,6 +37,7 @@ pub mod orders;
 mod schema;
 pub mod services;
 mod session;
+pub mod workflows;
 
 pub use audit::AuditTarget;
 pub use cluster::{ClusterKey, InterfaceRow, ProcessRow};

@@ -99,8 +99,8 @@ async fn yaml_rpc(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
     answer(StatusCode::OK, yamlrpc::CONTENT_TYPE, body)
 }
 
-/// Carries out one call against the master.
-async fn execute(gateway: &Gateway, call: &RpcCall) -> RpcOutcome {
+/// Carries out one call against the master (gRPC's `Call` too).
+pub(crate) async fn execute(gateway: &Gateway, call: &RpcCall) -> RpcOutcome {
     let target = match methods::resolve(call) {
         Ok(Dispatch::Master(target)) => target,
         Ok(Dispatch::ListMethods) => return list_methods(gateway).await,

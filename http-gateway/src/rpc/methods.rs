@@ -150,6 +150,10 @@ const JOB: Param = Param::Either {
     integer: "jobid",
 };
 const SERVICE: &[Param] = &[Param::Field("name"), Param::Field("version")];
+const WORKFLOW: Param = Param::Either {
+    text: "name",
+    integer: "workflowid",
+};
 
 /// The system API as RPC methods. docs/rpc.md shows this table (a test keeps it current).
 pub const METHODS: &[Method] = &[
@@ -335,6 +339,59 @@ pub const METHODS: &[Method] = &[
         name: "omq.system.add-order-note",
         params: &[Param::Field("workflow_instanceid"), Param::Field("note")],
         summary: "`{\"workflow_instanceid\", \"noteid\"}`",
+        ..M
+    },
+    // ---- workflows ---------------------------------------------------------------------
+    Method {
+        name: "omq.system.list-workflows",
+        patience: Patience::Read,
+        summary: "every workflow with its process status and order counts",
+        ..M
+    },
+    Method {
+        name: "omq.system.get-workflow",
+        params: &[WORKFLOW, Param::Field("version")],
+        patience: Patience::Read,
+        summary: "a workflow (by name, or by workflowid: an integer) with its steps and errors",
+        ..M
+    },
+    Method {
+        name: "omq.system.set-workflow-enabled",
+        params: &[WORKFLOW, Param::Field("enabled")],
+        summary: "`{\"enabled\", \"changed\", \"process\"}`: disabled, its process stops",
+        ..M
+    },
+    Method {
+        name: "omq.system.set-workflow-autostart",
+        params: &[WORKFLOW, Param::Field("autostart")],
+        summary: "`{\"autostart\", \"changed\", \"process\"}`: 0 stops it, more starts it",
+        ..M
+    },
+    Method {
+        name: "omq.system.exec-synchronous",
+        params: &[
+            Param::Field("name"),
+            Param::Field("version"),
+            Param::Fields,
+            Param::Field("status"),
+        ],
+        summary: "as `create-order`; the order once it is COMPLETE, ERROR, CANCELED or \
+                  BLOCKED, else `TIMEOUT` after 60 s",
+        ..M
+    },
+    // ---- options -----------------------------------------------------------------------
+    Method {
+        name: "omq.system.get-options",
+        params: &[Param::Field("name")],
+        patience: Patience::Read,
+        summary: "every option (or the one named) with its value, type, default and \
+                  description",
+        ..M
+    },
+    Method {
+        name: "omq.system.set-option",
+        params: &[Param::Field("name"), Param::Field("value")],
+        summary: "checks the value; `OPTION-ERROR`: options take effect at the next start",
         ..M
     },
     // ---- services ----------------------------------------------------------------------
