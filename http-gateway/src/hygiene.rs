@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, Response, Uri};
+use axum::http::{header, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 use axum::middleware::Next;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
@@ -103,6 +103,17 @@ pub async fn track(mut request: Request, next: Next) -> Response<Body> {
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), id.clone());
+    // A refused body may be left unread, and then hyper closes the connection after the
+    // reply. Saying so lets a client open a new connection for its next request rather than
+    // send it on this one and lose it to the close.
+    if matches!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::GATEWAY_TIMEOUT
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     tracing::info!(
         target: "sluice::access",
         method = %method,

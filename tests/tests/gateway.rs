@@ -757,6 +757,8 @@ async fn compressed_bodies_both_ways() -> Result<()> {
         .send()
         .await?;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The rest of the body is not read, so the connection closes, and the reply says so.
+    assert_eq!(response.headers()["connection"], "close");
     let err: Value = response.json().await?;
     assert_eq!(err["err"], "PAYLOAD-TOO-LARGE", "{err}");
     let response = rest
