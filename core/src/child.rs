@@ -22,6 +22,7 @@ use sluice_proto::v1::{envelope::Kind, Envelope, ProcessInfo, Register, Register
 
 use crate::bus::{Authenticator, Bus, BusError, Client, Replier};
 use crate::keys::{self, KeyPair};
+use crate::options::LiveOptions;
 use crate::secret::Secret;
 
 /// The bus API level this build speaks; the master refuses children of another level.
@@ -57,6 +58,10 @@ pub struct Bootstrap {
     pub home: PathBuf,
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// Options the operator changed while the master runs (`qorus.NAME=VALUE`, see
+    /// [`LiveOptions`]), over the file and `overrides`.
+    #[serde(default)]
+    pub runtime_options: Vec<String>,
     /// The `python/` directory interface code runs with, if the master found one.
     #[serde(default)]
     pub python_dir: Option<PathBuf>,
@@ -100,10 +105,23 @@ impl Bootstrap {
         })
     }
 
-    /// The options as the master read them.
+    /// The options as the master read them at its start.
     pub fn options(&self) -> Result<crate::options::Options, crate::options::OptionsError> {
         let home = crate::home::Home::new(self.home.clone());
         crate::options::Options::load(&home, &self.overrides)
+    }
+
+    /// The options with the changes the master had when it started this process; the
+    /// child loop keeps them up to date with what the master says later.
+    pub fn live_options(&self) -> Result<LiveOptions, ChildError> {
+        let options = self
+            .options()
+            .map_err(|e| ChildError::Bootstrap(format!("cannot read the options: {e}")))?;
+        let live = LiveOptions::new(options);
+        if let Err(err) = live.replace_changes(&self.runtime_options) {
+            tracing::warn!("{err}");
+        }
+        Ok(live)
     }
 }
 
@@ -223,6 +241,9 @@ pub struct ChildContext {
     /// The live session of the master this process answers to: it changes when a new
     /// master adopts the process (learnt from registration and heartbeat replies).
     pub session: Arc<std::sync::atomic::AtomicI64>,
+    /// The options in force, with the operator's changes as the master reports them (also
+    /// learnt from those replies): read `options.current()` where a value is used.
+    pub options: Arc<LiveOptions>,
 }
 
 /// The work a child runs beside its loop. An `Err` ends the process with exit code 1, so
@@ -287,6 +308,7 @@ pub async fn run(
     );
 
     let session = Arc::new(std::sync::atomic::AtomicI64::new(id.boot.session_id));
+    let options = Arc::new(id.boot.live_options()?);
     let id = Arc::new(id);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (request_tx, request_rx) = tokio::sync::mpsc::channel::<Request>(256);
@@ -297,6 +319,7 @@ pub async fn run(
             stopping: stop_rx,
             requests: request_rx,
             session: session.clone(),
+            options: options.clone(),
         }))
     });
     let forward = |caller: String, envelope: Envelope, send: Box<dyn FnOnce(Envelope) + Send>| {
@@ -335,6 +358,7 @@ pub async fn run(
         beat,
         contact.clone(),
         session,
+        options,
         fatal_tx,
     ));
 
@@ -449,14 +473,25 @@ async fn keep_in_touch(
     beat: Duration,
     contact: Arc<std::sync::Mutex<Instant>>,
     session: Arc<std::sync::atomic::AtomicI64>,
+    options: Arc<LiveOptions>,
     fatal: tokio::sync::mpsc::Sender<ChildError>,
 ) {
-    let learn = |id: Option<i64>| {
-        if let Some(new) = id.filter(|s| *s > 0) {
+    let learn = |reply: Option<RegisterReply>| {
+        let Some(reply) = reply else { return };
+        if reply.session_id > 0 {
+            let new = reply.session_id;
             let old = session.swap(new, std::sync::atomic::Ordering::SeqCst);
             if old != new {
                 tracing::info!("now working under the master's session {new} (was {old})");
             }
+        }
+        match options.replace_changes(&reply.runtime_options) {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(
+                changes = ?reply.runtime_options,
+                "options changed by the master"
+            ),
+            Err(err) => tracing::warn!("{err}"),
         }
     };
     let touch = || *contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -479,8 +514,8 @@ async fn keep_in_touch(
             }
         } else {
             match register(&master, &id, beat).await {
-                Ok(Some(s)) => {
-                    learn(Some(s));
+                Ok(Some(reply)) => {
+                    learn(Some(reply));
                     touch();
                     registered = true;
                 }
@@ -537,12 +572,12 @@ fn unknown_method(id: &Identity, request: &Envelope) -> Envelope {
     }
 }
 
-/// Registers; the master's session on success, `None` when the master did not answer.
+/// Registers; the master's reply on success, `None` when the master did not answer.
 async fn register(
     master: &Client,
     id: &Identity,
     timeout: Duration,
-) -> Result<Option<i64>, ChildError> {
+) -> Result<Option<RegisterReply>, ChildError> {
     let request = Envelope {
         method: "register".into(),
         body: id.register().encode_to_vec(),
@@ -562,7 +597,7 @@ async fn register(
                 "registered with the master of instance '{}'",
                 info.instance_key
             );
-            Ok(Some(info.session_id))
+            Ok(Some(info))
         }
         Err(BusError::Timeout { .. }) => Ok(None),
         Err(err) => Err(err.into()),
@@ -570,8 +605,8 @@ async fn register(
 }
 
 enum Beat {
-    /// Answered; with the master's session when the reply carries it.
-    Ok(Option<i64>),
+    /// Answered; with the master's session and option changes when the reply carries them.
+    Ok(Option<RegisterReply>),
     Unknown,
     NoAnswer,
 }
@@ -593,11 +628,7 @@ async fn heartbeat(master: &Client, id: &Identity, timeout: Duration) -> Beat {
                 tracing::warn!("heartbeat refused: {}: {}", e.code, e.description);
                 Beat::Ok(None)
             }
-            None => Beat::Ok(
-                RegisterReply::decode(reply.body.as_slice())
-                    .ok()
-                    .map(|r| r.session_id),
-            ),
+            None => Beat::Ok(RegisterReply::decode(reply.body.as_slice()).ok()),
         },
         Err(err) => {
             tracing::debug!("heartbeat: {err}");

@@ -198,7 +198,8 @@ struct Ring {
 
 /// The bounded, in-memory event sink.
 pub struct EventSink {
-    capacity: usize,
+    /// `qorus.max-events`; an operator may change it while the master runs.
+    capacity: std::sync::atomic::AtomicUsize,
     ring: Mutex<Ring>,
     live: broadcast::Sender<Event>,
 }
@@ -207,12 +208,23 @@ impl EventSink {
     pub fn new(capacity: usize) -> Self {
         let (live, _) = broadcast::channel(1024);
         Self {
-            capacity: capacity.max(1),
+            capacity: std::sync::atomic::AtomicUsize::new(capacity.max(1)),
             ring: Mutex::new(Ring {
                 next_id: 1,
                 events: VecDeque::new(),
             }),
             live,
+        }
+    }
+
+    /// Keeps at most `capacity` events from now on, dropping the oldest past it at once.
+    pub fn set_capacity(&self, capacity: usize) {
+        let capacity = capacity.max(1);
+        self.capacity
+            .store(capacity, std::sync::atomic::Ordering::Relaxed);
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        while ring.events.len() > capacity {
+            ring.events.pop_front();
         }
     }
 
@@ -240,7 +252,8 @@ impl EventSink {
                 info,
             };
             ring.next_id += 1;
-            if ring.events.len() == self.capacity {
+            let capacity = self.capacity.load(std::sync::atomic::Ordering::Relaxed);
+            while ring.events.len() >= capacity {
                 ring.events.pop_front();
             }
             ring.events.push_back(event.clone());

@@ -521,11 +521,12 @@ pub static ROUTES: &[Route] = &[
         path: "/system/options/{name}",
         action: Some("set"),
         handler: Handler::Verb("omq.system.set-option"),
-        summary: "Checks a new value for an option. Sluice reads its options when the master \
-                  starts, so a valid value is refused with 409 `OPTION-ERROR`, which says it \
-                  takes effect only at the next start and where to put it \
-                  (`$OMQ_DIR/etc/options`); the options file is never written. An unknown \
-                  option or a bad value is 400 `INVALID-ARGUMENT` with the parser's message.",
+        summary: "Changes an option while Sluice runs. An option not marked startup-only \
+                  takes effect at once in the master and within a heartbeat (a second) in \
+                  every running process, and lasts until the master stops; the options file \
+                  is never written. A startup-only option is 409 `OPTION-ERROR`, saying \
+                  where its value goes; an unknown option or a bad value is 400 \
+                  `INVALID-ARGUMENT` with the parser's message.",
         params: &[
             path("name", Kind::Str, "the option: `qorus.NAME` or `NAME`"),
             required(
@@ -534,8 +535,8 @@ pub static ROUTES: &[Route] = &[
                 "the new value, as it would be written in the options file",
             ),
         ],
-        reply: "never, while options are read only at startup: a valid value is 409 \
-                `OPTION-ERROR`",
+        reply: "the option as `GET` now shows it: `{\"name\", \"value\", \"type\", \
+                \"default\", \"startup_only\", \"description\"}`",
         errors: &["OPTION-ERROR"],
         ..R
     },

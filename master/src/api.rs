@@ -219,8 +219,9 @@ pub struct Api {
     pub rbac_security: bool,
     pub events_endpoint: String,
     pub master_grace: Duration,
-    /// The options as read at startup: what `qorus.audit` records.
-    pub options: Arc<sluice_core::options::Options>,
+    /// The options in force: the file and command line, and the operator's changes since
+    /// (`omq.system.set-option`).
+    pub options: Arc<sluice_core::options::LiveOptions>,
     /// How the master calls its children's own sockets (which admit the cluster keypair).
     pub children: Option<ChildCalls>,
 }
@@ -510,7 +511,7 @@ impl Api {
                 crate::workflows::handle(self, user, request).await
             }
             method if crate::options_api::VERBS.contains(&method) => {
-                crate::options_api::handle(self, user, method, body)
+                crate::options_api::handle(self, user, method, body).await
             }
             _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
         }
@@ -526,6 +527,7 @@ impl Api {
             events_endpoint: self.events_endpoint.clone(),
             master_grace_secs: self.master_grace.as_secs() as u32,
             heartbeat_secs: crate::supervisor::HEARTBEAT.as_secs() as u32,
+            runtime_options: self.options.changes(),
         }
         .encode_to_vec()
     }
@@ -628,7 +630,7 @@ impl Api {
         };
         if let Some(audit) = audit {
             sluice_core::audit::record(
-                &self.options,
+                &self.options.current(),
                 &self.store,
                 audit,
                 sluice_core::audit::Caller::SYSTEM,
@@ -835,14 +837,14 @@ mod tests {
             rbac_security: false,
             events_endpoint: "ipc://x".into(),
             master_grace: Duration::from_secs(60),
-            options: Arc::new(
+            options: Arc::new(sluice_core::options::LiveOptions::new(
                 sluice_core::options::Options::parse(
                     "",
                     std::path::Path::new("options"),
                     &sluice_core::home::Home::new(dir.path()),
                 )
                 .expect("default options"),
-            ),
+            )),
             children: None,
         }
     }
@@ -887,14 +889,14 @@ mod tests {
     async fn children_raise_interface_events_with_their_audit_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut api = api(&dir).await;
-        api.options = Arc::new(
+        api.options = Arc::new(sluice_core::options::LiveOptions::new(
             sluice_core::options::Options::parse(
                 "qorus.audit: services,job-data\n",
                 std::path::Path::new("options"),
                 &sluice_core::home::Home::new(dir.path()),
             )
             .expect("options"),
-        );
+        ));
         for (code, info) in [
             (EventCode::ServiceStart, r#"{"name": "S"}"#),
             (EventCode::JobStart, r#"{"name": "J"}"#),
@@ -1016,7 +1018,7 @@ mod tests {
             &sluice_core::home::Home::new(dir.path()),
         )
         .expect("options");
-        api.options = Arc::new(options);
+        api.options = Arc::new(sluice_core::options::LiveOptions::new(options));
 
         let order =
             json!({"name": "WF", "staticdata": {"a": 1}, "workflow_unique_key": {"id": "1"}});
@@ -1435,11 +1437,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn options_are_shown_redacted_and_not_set_at_runtime() {
+    async fn options_are_shown_redacted_and_runtime_ones_change() {
         use serde_json::json;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut api = api(&dir).await;
-        api.options = Arc::new(
+        api.options = Arc::new(sluice_core::options::LiveOptions::new(
             sluice_core::options::Options::parse(
                 "qorus.systemdb: postgres://sluice:hunter2@db.example:5432/omq\n\
                  qorus.max-events: 500\n",
@@ -1447,7 +1449,7 @@ mod tests {
                 &sluice_core::home::Home::new(dir.path()),
             )
             .expect("options"),
-        );
+        ));
         let all = call(&api, "omq.system.get-options", json!({}))
             .await
             .expect("options");
@@ -1485,15 +1487,41 @@ mod tests {
         .await;
         assert_eq!(missing.map_err(|e| e.0), Err("NOT-FOUND"));
 
-        let (code, description) = call(
+        // A runtime option changes at once, and the event ring shrinks with it.
+        for i in 0..8 {
+            api.events
+                .raise(EventCode::UserEvent, Severity::Info, "test", json!(i));
+        }
+        let set = call(
             &api,
             "omq.system.set-option",
             json!({"name": "qorus.max-events", "value": 5}),
         )
         .await
+        .expect("set");
+        assert_eq!(
+            (&set["name"], &set["value"]),
+            (&json!("qorus.max-events"), &json!("5"))
+        );
+        assert_eq!(api.options.current().max_events(), 5);
+        assert_eq!(api.options.changes(), ["qorus.max-events=5"]);
+        assert_eq!(api.events.since(0, 100).len(), 5);
+        let reply = RegisterReply::decode(api.register_reply().as_slice()).expect("reply");
+        assert_eq!(
+            reply.runtime_options,
+            ["qorus.max-events=5"],
+            "children learn it"
+        );
+        // A startup option is refused, naming where its value goes.
+        let (code, description) = call(
+            &api,
+            "omq.system.set-option",
+            json!({"name": "qorus.systemdb", "value": "sqlite:/tmp/x.db"}),
+        )
+        .await
         .expect_err("refused");
         assert_eq!(code, "OPTION-ERROR");
-        for part in ["qorus.max-events", "next start", "etc/options"] {
+        for part in ["qorus.systemdb", "restart", "options file"] {
             assert!(description.contains(part), "{part}: {description}");
         }
         for (body, text) in [
@@ -1514,7 +1542,7 @@ mod tests {
             assert_eq!(code, "INVALID-ARGUMENT", "{body}");
             assert!(description.contains(text), "{body}: {description}");
         }
-        assert_eq!(api.options.max_events(), 500, "nothing changed");
+        assert_eq!(api.options.current().max_events(), 5, "nothing changed");
 
         api.rbac_security = true;
         let (code, description) = call(

@@ -77,7 +77,7 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                     info.clone(),
                 );
                 sluice_core::audit::record(
-                    &api.options,
+                    &api.options.current(),
                     &api.store,
                     AuditEventCode::GroupStatusChanged,
                     Caller {

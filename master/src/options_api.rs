@@ -1,17 +1,19 @@
 //! The option verbs of the system API: `omq.system.get-options` (every option of the table
-//! with its value as the master read it at startup, secrets redacted) and
-//! `omq.system.set-option`. Bodies are JSON.
+//! with the value in force, secrets redacted) and `omq.system.set-option`. Bodies are JSON.
 //!
-//! Qorus lets some options change while it runs; Sluice reads its options once, when the
-//! master starts, and hands them to every process it starts. So `set-option` checks the
-//! value with the options parser (an unknown option or a bad value is `INVALID-ARGUMENT`,
-//! with the parser's message) and then refuses with `OPTION-ERROR`, saying where the value
-//! goes to take effect at the next start. It never writes the options file: that file is
-//! the operator's.
+//! As in Qorus, an option the table does not mark startup-only may change while Sluice
+//! runs: `set-option` checks the value with the options parser (an unknown option or a bad
+//! value is `INVALID-ARGUMENT`, with the parser's message), puts it in force in the master
+//! at once, and every child has it from its next heartbeat reply (within a second) and
+//! every process started later from its bootstrap (see `sluice_core::options::LiveOptions`).
+//! A startup-only option is refused with `OPTION-ERROR`, saying where the value goes. The
+//! change lasts while the master runs: Sluice never writes the options file, which is the
+//! operator's.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_core::options::{find, table, OptionDef};
+use sluice_core::audit::{AuditEventCode, Caller};
+use sluice_core::options::{find, table, OptionDef, SetOptionError};
 
 use crate::api::Api;
 
@@ -68,9 +70,14 @@ fn option_json(def: &OptionDef, value: &str) -> Value {
 }
 
 /// Serves one option verb.
-pub(crate) fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn handle(
+    api: &Api,
+    user: &str,
+    method: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, Refusal> {
     // Redacted: the system database's password never leaves the master.
-    let values = api.options.describe();
+    let values = api.options.current().describe();
     let value_of = |def: &OptionDef| {
         values
             .iter()
@@ -112,27 +119,45 @@ pub(crate) fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result
                     ))
                 }
             };
-            let name = bare(&r.name);
-            // The parser's checks on a copy: the running options never change.
-            let mut copy = (*api.options).clone();
-            copy.set(name, &value)
-                .map_err(|e| ("INVALID-ARGUMENT", e))?;
-            let qualified: &str = find(name).map_or(name, |d| d.qualified_name());
+            let now = api.options.set(&r.name, &value).map_err(|e| match e {
+                SetOptionError::Invalid(message) => ("INVALID-ARGUMENT", message),
+                e @ SetOptionError::StartupOnly(_) => ("OPTION-ERROR", e.to_string()),
+            })?;
+            // `set` succeeded, so the option exists.
+            let def = find(bare(&r.name))
+                .ok_or_else(|| ("NOT-FOUND", format!("no option {:?}", r.name)))?;
+            let shown = now
+                .describe()
+                .into_iter()
+                .find(|(name, _)| *name == def.qualified_name())
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            // What the master itself holds changes here; the supervisor reads its restart
+            // policy, and audit its codes, at each use, and children learn the change from
+            // their next heartbeat reply.
+            if def.name == "max-events" {
+                api.events.set_capacity(now.max_events());
+            }
             tracing::info!(
                 user,
-                option = qualified,
-                "set-option refused: options are read at startup"
+                option = def.qualified_name(),
+                value = %shown,
+                "option changed while running"
             );
-            Err((
-                "OPTION-ERROR",
-                format!(
-                    "{qualified} cannot change while Sluice runs: the master reads its options \
-                     when it starts, so a new value takes effect only at the next start; put \
-                     `{qualified}: VALUE` in {} (or give qorus.{name}=VALUE to sluice-master) \
-                     and restart",
-                    api.options.home().options_file().display()
-                ),
-            ))
+            sluice_core::audit::record(
+                &now,
+                &api.store,
+                AuditEventCode::ApiCall,
+                Caller {
+                    who: user,
+                    source: "api",
+                    reason: "omq.system.set-option",
+                },
+                Some(format!("{}={shown}", def.qualified_name())),
+                None,
+            )
+            .await;
+            Ok(option_json(def, &shown).to_string().into_bytes())
         }
         other => Err(("UNKNOWN-METHOD", format!("no method {other:?}"))),
     }

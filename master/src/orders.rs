@@ -188,7 +188,7 @@ pub(crate) async fn handle(
                 api.events
                     .raise(EventCode::WorkflowStatusChanged, Severity::Info, user, info);
                 audit(
-                    &api.options,
+                    &api.options.current(),
                     store,
                     AuditEventCode::WorkflowStatusChange,
                     user,
@@ -242,7 +242,7 @@ pub(crate) async fn create(
             }),
         );
         audit(
-            &api.options,
+            &api.options.current(),
             store,
             AuditEventCode::WorkflowDataCreated,
             user,

@@ -572,7 +572,7 @@ fn start_bus(
     endpoints.extend(servers.iter().map(|s| s.endpoint().to_string()));
 
     let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (limit, window, delay) = options.restart_policy();
+    let live = Arc::new(sluice_core::options::LiveOptions::new(options.clone()));
     let config = supervisor::Config {
         instance_key: options.instance_key().to_string(),
         session_id,
@@ -581,9 +581,7 @@ fn start_bus(
         master_endpoint: control_endpoint,
         master_grace: options.master_grace(),
         bin_dir: bin_dir(),
-        restart_limit: limit,
-        restart_window: window,
-        restart_delay: delay,
+        options: live.clone(),
         home: options.home().root().to_path_buf(),
         overrides: overrides.to_vec(),
         python_dir: sluice_core::runner::locate_python_dir(options.home().root(), &bin_dir()),
@@ -607,7 +605,7 @@ fn start_bus(
         rbac_security: options.rbac_security(),
         events_endpoint: events_endpoint.clone(),
         master_grace: options.master_grace(),
-        options: Arc::new(options.clone()),
+        options: live,
         children: Some(crate::api::ChildCalls::new(
             bus.clone(),
             cluster_key.clone(),

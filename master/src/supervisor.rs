@@ -16,6 +16,7 @@ use sluice_core::bus::{Peer, Replier};
 use sluice_core::child::Bootstrap;
 use sluice_core::events::{EventCode, EventSink, Severity};
 use sluice_core::keys::{self, KeyPair};
+use sluice_core::options::LiveOptions;
 use sluice_core::secret::Secret;
 use sluice_core::store::{ProcessRow, RecoveryCounts, Store};
 use sluice_proto::v1::{envelope::Kind, Envelope, Register, RegistryEntry};
@@ -144,9 +145,9 @@ pub struct Config {
     pub master_endpoint: String,
     pub master_grace: Duration,
     pub bin_dir: PathBuf,
-    pub restart_limit: u32,
-    pub restart_window: Duration,
-    pub restart_delay: Duration,
+    /// The restart policy is read from here at each crash, and each child started gets the
+    /// operator's option changes made so far.
+    pub options: Arc<LiveOptions>,
     /// Handed to children so they read the same options (`Bootstrap::options`).
     pub home: PathBuf,
     pub overrides: Vec<String>,
@@ -511,6 +512,7 @@ impl Actor {
             session_id: config.session_id,
             home: config.home.clone(),
             overrides: config.overrides.clone(),
+            runtime_options: config.options.changes(),
             python_dir: config.python_dir.clone(),
         };
         let binary = config.bin_dir.join(policy.binary);
@@ -783,12 +785,14 @@ impl Actor {
         let Some(child) = self.children.get_mut(network_id) else {
             return;
         };
+        let (restart_limit, restart_window, restart_delay) =
+            config.options.current().restart_policy();
         let now = Instant::now();
         child.crashes.push_back(now);
         while child
             .crashes
             .front()
-            .is_some_and(|t| now.duration_since(*t) > config.restart_window)
+            .is_some_and(|t| now.duration_since(*t) > restart_window)
         {
             child.crashes.pop_front();
         }
@@ -797,7 +801,7 @@ impl Actor {
             Restart::Always => true,
             Restart::IfAutostart => child.spec.autostart,
         };
-        let give_up = crashes >= config.restart_limit;
+        let give_up = crashes >= restart_limit;
         let pid = child.pid;
         child.peer = None;
         if let Err(err) = self.store.delete_process(network_id).await {
@@ -825,14 +829,14 @@ impl Actor {
             return;
         };
         if restarting {
-            let delay = backoff(config.restart_delay, crashes);
+            let delay = backoff(restart_delay, crashes);
             child.status = Status::Backoff;
             tracing::info!(
                 network_id,
                 "restarting in {} ms (crash {crashes} of {} allowed in {} s)",
                 delay.as_millis(),
-                config.restart_limit,
-                config.restart_window.as_secs()
+                restart_limit,
+                restart_window.as_secs()
             );
             let tx = self.tx.clone();
             let id = network_id.to_string();
@@ -848,7 +852,7 @@ impl Actor {
             tracing::error!(
                 network_id,
                 "crashed {crashes} times within {} s: not restarting it; marked failed",
-                config.restart_window.as_secs()
+                restart_window.as_secs()
             );
             self.events.raise(
                 EventCode::ProcessStartError,
@@ -856,7 +860,7 @@ impl Actor {
                 "master",
                 serde_json::json!({
                     "network_id": network_id,
-                    "reason": format!("crash loop: {crashes} crashes within {} s; last: {reason}", config.restart_window.as_secs()),
+                    "reason": format!("crash loop: {crashes} crashes within {} s; last: {reason}", restart_window.as_secs()),
                     "failed": true,
                 }),
             );

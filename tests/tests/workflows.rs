@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use sluice_e2e::flow::{Flow, DONE};
+use sluice_e2e::flow::{Flow, DONE, WF};
 use sluice_e2e::{eventually, Backend};
 
 async fn backend(name: &str) -> Result<Option<Backend>> {
@@ -101,6 +101,58 @@ async fn retries_stop_at_max_retries(b: Backend) -> Result<()> {
         errors,
         vec!["TEST-RETRY:retry", "TEST-RETRY:retry", "TEST-RETRY:error"]
     );
+    flow.stop().await
+}
+
+/// `qorus.max-retries` changed while the workflow process runs (`omq.system.set-option`)
+/// applies to its next order; a startup-only option is refused and changes nothing.
+async fn an_option_changed_while_running_applies(b: Backend) -> Result<()> {
+    let flow = Flow::start(b, "e2e-wf-set-option", &["qorus.max-retries: 50"]).await?;
+    let api = sluice_e2e::api::ApiClient::connect(&flow.inst)?;
+    let timeout = Duration::from_secs(10);
+    let set = api
+        .call(
+            "omq.system.set-option",
+            serde_json::json!({"name": "qorus.max-retries", "value": 1}),
+            timeout,
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("set-option: {e}"))?;
+    assert_eq!(set["value"], "1", "{set}");
+    let shown = api
+        .call(
+            "omq.system.get-options",
+            serde_json::json!({"name": "max-retries"}),
+            timeout,
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("get-options: {e}"))?;
+    assert_eq!(shown["value"], "1", "{shown}");
+    // The workflow process has it from its next heartbeat reply.
+    flow.wait_log(WF, "options changed by the master")?;
+    let id = flow.create(serde_json::json!({"fail": {"Left": "retry-always"}}))?;
+    flow.wait_status(id, "E").await?;
+    let retries = flow
+        .db
+        .scalar_i64(&format!(
+            "SELECT s.retries FROM step_instance s JOIN steps t ON t.stepid = s.stepid \
+             WHERE s.workflow_instanceid = {id} AND t.name = 'Left'"
+        ))
+        .await?;
+    assert_eq!(
+        retries, 1,
+        "one retry under the new qorus.max-retries, then ERROR"
+    );
+
+    let refused = api
+        .call(
+            "omq.system.set-option",
+            serde_json::json!({"name": "qorus.cluster-api", "value": "tcp://127.0.0.1:1"}),
+            timeout,
+        )
+        .await?
+        .expect_err("a startup-only option");
+    assert_eq!(refused.code, "OPTION-ERROR", "{refused}");
     flow.stop().await
 }
 
@@ -259,6 +311,7 @@ macro_rules! on_both {
 on_both!(parallel_branches, parallel_branches_complete_in_order);
 on_both!(retry_error, retry_error_is_retried_after_its_delay);
 on_both!(max_retries, retries_stop_at_max_retries);
+on_both!(set_option, an_option_changed_while_running_applies);
 on_both!(business_error, business_error_waits_for_an_operator);
 async fn killed_workflow_process(b: Backend) -> Result<()> {
     validation_prevents_a_double_effect(b, false).await

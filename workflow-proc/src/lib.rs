@@ -68,8 +68,9 @@ pub struct Shared {
     pub claims: std::sync::atomic::AtomicU64,
     pub program: Mutex<Arc<Program>>,
     pub runner: Mutex<Runner>,
-    pub recover_delay: Duration,
-    pub max_retries: u64,
+    /// `qorus.recover_delay` and `qorus.max-retries` are read here at each error, so an
+    /// operator's change applies to the next one.
+    pub options: Arc<sluice_core::options::LiveOptions>,
     pub stopping: watch::Receiver<bool>,
     /// Orders in flight, by id: callbacks from user code find their order here.
     pub orders: Mutex<HashMap<i64, Arc<order::OrderState>>>,
@@ -156,8 +157,7 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         claims: std::sync::atomic::AtomicU64::new(0),
         program: Mutex::new(Arc::new(Program { workflow, classes })),
         runner: Mutex::new(runner),
-        recover_delay: options.recover_delay(),
-        max_retries: options.max_retries(),
+        options: ctx.options.clone(),
         stopping: ctx.stopping.clone(),
         orders: Mutex::new(HashMap::new()),
         master: ctx.master.clone(),

@@ -239,7 +239,8 @@ async fn run_steps(
                     tracing::warn!(order = id, stepid, "step interrupted: {why}");
                 }
                 Outcome::Failed { policy, error } => {
-                    let retry = policy.retry && (step.retries as u64) < shared.max_retries;
+                    let retry = policy.retry
+                        && (step.retries as u64) < shared.options.current().max_retries();
                     if policy.retry && !retry {
                         tracing::warn!(
                             order = id,
@@ -254,7 +255,7 @@ async fn run_steps(
                         let delay = policy
                             .retry_delay_secs
                             .map(|s| s.max(0) * 1000)
-                            .unwrap_or(shared.recover_delay.as_millis() as i64);
+                            .unwrap_or(shared.options.current().recover_delay().as_millis() as i64);
                         let at = now + delay;
                         retry_at = Some(retry_at.map_or(at, |r: i64| r.min(at)));
                     } else {

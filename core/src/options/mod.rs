@@ -6,6 +6,7 @@
 
 mod audit;
 mod listeners;
+mod live;
 mod systemdb;
 mod table;
 
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use audit::AuditCode;
 pub use listeners::{HttpListener, TlsFiles, DEFAULT_HTTP_PORT};
+pub use live::{LiveOptions, SetOptionError};
 pub use systemdb::SystemDb;
 pub use table::{find, render_markdown, render_text, table, OptionDef, OptionKind};
 

@@ -458,7 +458,9 @@ pub fn render_markdown() -> String {
          naming the file, line and option. Arguments `qorus.NAME=VALUE` on the \
          command line override the file, in order, with the same checks. A missing options \
          file means every default. Options marked startup only take effect when the master \
-         starts.\n\
+         starts; the others may also be changed while Sluice runs, with \
+         `omq.system.set-option` (`PUT /api/latest/system/options/NAME?action=set`), until \
+         the master stops ([cluster-api.md](cluster-api.md#options)).\n\
          \n\
          | Option | Type | Default | Startup only | Description |\n\
          | --- | --- | --- | --- | --- |\n",

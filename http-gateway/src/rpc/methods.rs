@@ -391,7 +391,8 @@ pub const METHODS: &[Method] = &[
     Method {
         name: "omq.system.set-option",
         params: &[Param::Field("name"), Param::Field("value")],
-        summary: "checks the value; `OPTION-ERROR`: options take effect at the next start",
+        summary: "changes an option while running (`OPTION-ERROR` for a startup-only one); \
+                  returns it as `get-options` shows it",
         ..M
     },
     // ---- services ----------------------------------------------------------------------
