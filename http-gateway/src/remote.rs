@@ -5,7 +5,8 @@
 //!   (subdirectories allowed; no `..`, `.`, empty or absolute parts). Without a `dir`
 //!   header the upload makes a fresh directory `$OMQ_DIR/user/remote/<32 hex digits>`
 //!   (mode 0700); with one it adds to that directory. The reply (200, `text/plain`) is the
-//!   directory's name. A file is at most the body limit (16 MiB, decoded); files are 0600.
+//!   directory's name. A file is at most the body limit (16 MiB, decoded), and all upload
+//!   directories together at most [`UPLOADS_TOTAL`]; files are 0600.
 //! - `DELETE /raw/remote-file` with header `dir`: removes the directory (200, its name).
 //!
 //! Directories older than [`STALE_AFTER`] are removed when a new one is made. Only names
@@ -34,6 +35,9 @@ use crate::Gateway;
 pub const UPLOADS: &str = "user/remote";
 /// Upload directories older than this are removed.
 pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The most all upload directories together may hold, so uploads cannot fill the disk the
+/// system database and logs live on: a file that would pass it is refused (413).
+pub const UPLOADS_TOTAL: u64 = 256 << 20;
 const MAX_PATH: usize = 1024;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -201,7 +205,12 @@ async fn store(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Str
         )
     })?;
     let relative = relative_path(filepath).map_err(ApiError::invalid)?;
-    let limit = crate::rest::MAX_BODY;
+    let used = used_bytes(&home.join(UPLOADS));
+    let room = UPLOADS_TOTAL.saturating_sub(used);
+    if room == 0 {
+        return Err(uploads_full(used));
+    }
+    let limit = crate::rest::MAX_BODY.min(usize::try_from(room).unwrap_or(usize::MAX));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -223,10 +232,45 @@ async fn store(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Str
     result.map(|()| name)
 }
 
+fn uploads_full(used: u64) -> ApiError {
+    ApiError::new(
+        "PAYLOAD-TOO-LARGE",
+        format!(
+            "the upload directories hold {used} bytes, the most they may ({UPLOADS_TOTAL}); \
+             remove finished ones with DELETE /raw/remote-file (header dir)"
+        ),
+    )
+}
+
+/// Bytes in the regular files under `root`, links not followed; 0 if it is missing.
+fn used_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_file() => {
+                    total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         "PAYLOAD-TOO-LARGE",
-        format!("the file is larger than {limit} bytes"),
+        format!(
+            "the file is larger than {limit} bytes (at most {} per file, and what is left of \
+             {UPLOADS_TOTAL} bytes for all upload directories)",
+            crate::rest::MAX_BODY
+        ),
     )
 }
 

@@ -192,6 +192,10 @@ const VERBS: &[(&str, Access)] = &[
         "omq.system.exec-synchronous",
         Access::Permission("SUBMIT-ORDER"),
     ),
+    (
+        "omq.system.exec-synchronous-workflow",
+        Access::Permission("SUBMIT-ORDER"),
+    ),
     // Options (crate::options_api).
     ("omq.system.get-options", Access::Read),
     (
@@ -1427,13 +1431,13 @@ mod tests {
         assert_eq!(info["workflowstatus"], "COMPLETE");
         assert_eq!(info["staticdata"], json!({"x": 1}));
 
-        let bad = call(
-            &api,
+        for verb in [
             "omq.system.exec-synchronous",
-            json!({"name": "NOPE", "staticdata": {}}),
-        )
-        .await;
-        assert_eq!(bad.map_err(|e| e.0), Err("UNKNOWN-WORKFLOW"));
+            "omq.system.exec-synchronous-workflow",
+        ] {
+            let bad = call(&api, verb, json!({"name": "NOPE", "staticdata": {}})).await;
+            assert_eq!(bad.map_err(|e| e.0), Err("UNKNOWN-WORKFLOW"), "{verb}");
+        }
     }
 
     #[tokio::test]

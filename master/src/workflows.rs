@@ -25,6 +25,8 @@ type Refusal = (&'static str, String);
 
 /// The verb that waits for its order.
 pub const EXEC_SYNCHRONOUS: &str = "omq.system.exec-synchronous";
+/// Qorus's name for the same verb.
+pub const EXEC_SYNCHRONOUS_WORKFLOW: &str = "omq.system.exec-synchronous-workflow";
 
 /// The verbs [`handle`] serves.
 pub const VERBS: &[&str] = &[
@@ -33,6 +35,7 @@ pub const VERBS: &[&str] = &[
     "omq.system.set-workflow-enabled",
     "omq.system.set-workflow-autostart",
     EXEC_SYNCHRONOUS,
+    EXEC_SYNCHRONOUS_WORKFLOW,
 ];
 
 /// How long `exec-synchronous` waits when the request carries no deadline.
@@ -307,7 +310,7 @@ pub(crate) async fn handle(api: &Api, user: &str, request: &Envelope) -> Result<
                 "autostart": r.autostart, "changed": changed, "process": process,
             }))
         }
-        EXEC_SYNCHRONOUS => exec_synchronous(api, user, request).await,
+        EXEC_SYNCHRONOUS | EXEC_SYNCHRONOUS_WORKFLOW => exec_synchronous(api, user, request).await,
         other => Err(("UNKNOWN-METHOD", format!("no method {other:?}"))),
     }
 }

@@ -379,6 +379,17 @@ pub const METHODS: &[Method] = &[
                   BLOCKED, else `TIMEOUT` after 60 s",
         ..M
     },
+    Method {
+        name: "omq.system.exec-synchronous-workflow",
+        params: &[
+            Param::Field("name"),
+            Param::Field("version"),
+            Param::Fields,
+            Param::Field("status"),
+        ],
+        summary: "Qorus's name for `omq.system.exec-synchronous`",
+        ..M
+    },
     // ---- options -----------------------------------------------------------------------
     Method {
         name: "omq.system.get-options",

@@ -637,6 +637,44 @@ async fn remote_files_go_into_a_fresh_private_directory() {
 }
 
 #[tokio::test]
+async fn uploads_together_have_a_ceiling() {
+    let node = node(false).await;
+    let (status, _, body) = node.send(upload("a.yaml", None, "a: 1\n")).await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = String::from_utf8(body).unwrap();
+    let path = node.home.path().join("user/remote").join(&dir);
+    // An earlier upload left the ceiling less 100 bytes (sparse: no disk used here).
+    let earlier = std::fs::File::create(path.join("earlier.bin")).unwrap();
+    earlier
+        .set_len(crate::remote::UPLOADS_TOTAL - 100 - 5)
+        .unwrap();
+    let (status, _, body) = node
+        .send(upload("b.yaml", Some(&dir), vec![b'x'; 101]))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!path.join("b.yaml").exists(), "a refused file is not kept");
+    let (status, _, _) = node
+        .send(upload("b.yaml", Some(&dir), vec![b'x'; 100]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "what fits is taken");
+    let (status, _, body) = node.send(upload("c.yaml", None, "c: 1\n")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let err: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        err["desc"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE /raw/remote-file"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn replies_are_compressed_and_bombs_refused() {
     let node = node(false).await;
     for (accept, token) in [
