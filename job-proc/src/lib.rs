@@ -217,10 +217,8 @@ enum RunReport {
 }
 
 async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
-    let options = ctx
-        .boot
-        .options()
-        .map_err(|e| EngineError::Setup(format!("cannot read the options: {e}")))?;
+    // The child loop read them (and keeps the operator's changes in them).
+    let options = ctx.options.current();
     let (name, version) = ctx.boot.interface("job").map_err(EngineError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
     let loaded = load(&store, &name, &version).await?;

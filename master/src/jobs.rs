@@ -10,19 +10,16 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sluice_core::schedule::{Cron, Schedule};
 use sluice_core::store::jobs::{job_status_letter, job_status_name, Job, JobError, JobInstance};
 use sluice_core::store::orders::parse_time;
-use sluice_core::store::StoreError;
-use sluice_proto::v1::{Envelope, InterfaceRef};
 
 use crate::api::Api;
-use crate::supervisor::{interface_network_id, ChildSpec, Command};
-
-/// An error reply: code and description.
-type Refusal = (&'static str, String);
+use crate::supervisor::interface_network_id;
+use crate::verbs::{
+    self, db, named_request, parse, start_if_due, to_json, Kind, Named, Refusal, Unreachable,
+};
 
 /// The verbs this module serves.
 pub const VERBS: &[&str] = &[
@@ -46,106 +43,49 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a job process may take to reload its code or its schedule.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Names a job: `name` (with `version`, else the newest loaded one), or `jobid`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct JobRef {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    jobid: Option<i64>,
+const JOB: Kind = Kind {
+    name: "job",
+    id_field: "jobid",
+    not_found: "NOT-FOUND",
+};
+
+named_request! {
+    struct JobRef by jobid {}
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InstancesQuery {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    jobid: Option<i64>,
-    #[serde(default)]
-    limit: Option<u32>,
-    /// A status name or letter (`ERROR`, `E`), or a list of them.
-    #[serde(default)]
-    status: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetActive {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    jobid: Option<i64>,
-    active: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScheduleJob {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    jobid: Option<i64>,
-    /// "M H D Mon DOW".
-    #[serde(default)]
-    schedule: Option<String>,
-    /// Seconds.
-    #[serde(default)]
-    recurring: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetExpiry {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    jobid: Option<i64>,
-    /// ms since the epoch, RFC 3339 text, or null (never expires). Required: a missing key
-    /// is more likely a mistake than a wish to remove the expiry.
-    expiry_date: Value,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    // An empty body is an empty object, for verbs whose fields are all optional.
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            "INVALID-ARGUMENT",
-            format!("malformed request body (JSON expected): {e}"),
-        )
-    })
-}
-
-fn to_json(value: &Value) -> Result<Vec<u8>, Refusal> {
-    serde_json::to_vec(value)
-        .map_err(|e| ("INTERNAL-ERROR", format!("cannot encode the reply: {e}")))
-}
-
-fn db(err: StoreError) -> Refusal {
-    if let StoreError::Invalid(msg) = err {
-        return ("INVALID-ARGUMENT", msg);
+named_request! {
+    struct InstancesQuery by jobid {
+        #[serde(default)]
+        limit: Option<u32>,
+        /// A status name or letter (`ERROR`, `E`), or a list of them.
+        #[serde(default)]
+        status: Value,
     }
-    tracing::error!("system database: {err}");
-    (
-        "DATABASE-ERROR",
-        format!("the system database failed: {err}"),
-    )
+}
+
+named_request! {
+    struct SetActive by jobid {
+        active: bool,
+    }
+}
+
+named_request! {
+    struct ScheduleJob by jobid {
+        /// "M H D Mon DOW".
+        #[serde(default)]
+        schedule: Option<String>,
+        /// Seconds.
+        #[serde(default)]
+        recurring: Option<u64>,
+    }
+}
+
+named_request! {
+    struct SetExpiry by jobid {
+        /// ms since the epoch, RFC 3339 text, or null (never expires). Required: a missing
+        /// key is more likely a mistake than a wish to remove the expiry.
+        expiry_date: Value,
+    }
 }
 
 fn job_error(err: JobError) -> Refusal {
@@ -156,42 +96,29 @@ fn job_error(err: JobError) -> Refusal {
 }
 
 /// The job a request names.
-async fn find(
-    api: &Api,
-    name: Option<&str>,
-    version: Option<&str>,
-    jobid: Option<i64>,
-) -> Result<Job, Refusal> {
-    let version = version.filter(|v| !v.is_empty());
-    let found = match (jobid, name) {
-        (Some(id), None) => api.store.job_by_id(id).await.map_err(db)?,
-        (None, Some(name)) => api.store.find_job(name, version).await.map_err(db)?,
-        (Some(_), Some(_)) => {
-            return Err((
-                "INVALID-ARGUMENT",
-                "name a job by name (and version) or by jobid, not both".into(),
-            ))
-        }
-        (None, None) => {
-            return Err((
-                "INVALID-ARGUMENT",
-                "the request names no job: give name (and version) or jobid".into(),
-            ))
-        }
-    };
-    found.ok_or_else(|| {
-        let what = match (jobid, name, version) {
-            (Some(id), _, _) => format!("with jobid {id}"),
-            (None, Some(name), Some(version)) => format!("{name}:{version}"),
-            (None, Some(name), None) => name.to_string(),
-            (None, None, _) => String::new(),
-        };
-        ("NOT-FOUND", format!("no job {what} is loaded"))
-    })
+async fn find(api: &Api, named: Named<'_>) -> Result<Job, Refusal> {
+    JOB.find(
+        named,
+        async |id| api.store.job_by_id(id).await,
+        async |name, version| api.store.find_job(name, version).await,
+    )
+    .await
+}
+
+/// A reply about `job`: which job it is, then `fields`.
+fn job_reply(job: &Job, fields: Value) -> Result<Vec<u8>, Refusal> {
+    let mut reply = Map::new();
+    reply.insert("jobid".into(), json!(job.jobid));
+    reply.insert("name".into(), json!(job.name));
+    reply.insert("version".into(), json!(job.version));
+    if let Value::Object(fields) = fields {
+        reply.extend(fields);
+    }
+    to_json(&reply)
 }
 
 fn network_id(job: &Job) -> String {
-    interface_network_id("job", &job.name, &job.version)
+    interface_network_id(JOB.name, &job.name, &job.version)
 }
 
 /// The state of the job's process as the supervisor knows it, else why there is none.
@@ -257,18 +184,13 @@ async fn call_process(
     else {
         return Ok(None);
     };
-    let (Some(calls), Some(endpoint)) = (&api.children, entry.endpoints.first()) else {
-        return Err(("STATUS-ERROR", format!("{id} cannot be reached")));
-    };
-    let client = calls
-        .connect(endpoint)
-        .map_err(|e| ("STATUS-ERROR", format!("cannot reach {id}: {e}")))?;
-    let request = Envelope {
-        method: method.into(),
-        ..Default::default()
-    };
-    let reply = client
-        .call(request, timeout)
+    let client = verbs::connect(api, entry).map_err(|why| match why {
+        Unreachable::Connect(e) => ("STATUS-ERROR", format!("cannot reach {id}: {e}")),
+        Unreachable::NoEndpoint | Unreachable::NoChildren => {
+            ("STATUS-ERROR", format!("{id} cannot be reached"))
+        }
+    })?;
+    let reply = verbs::ask(&client, method, timeout)
         .await
         .map_err(|e| ("TIMEOUT", format!("{id} did not answer {method}: {e}")))?;
     if let Some(err) = reply.error {
@@ -299,7 +221,7 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
         }
         "omq.system.get-job" => {
             let r: JobRef = parse(body)?;
-            let job = find(api, r.name.as_deref(), r.version.as_deref(), r.jobid).await?;
+            let job = find(api, r.named()).await?;
             let instances = api
                 .store
                 .job_instances(job.jobid, RECENT_INSTANCES, None)
@@ -313,7 +235,7 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
         }
         "omq.system.get-job-instances" => {
             let q: InstancesQuery = parse(body)?;
-            let job = find(api, q.name.as_deref(), q.version.as_deref(), q.jobid).await?;
+            let job = find(api, q.named()).await?;
             let statuses: Vec<String> = match q.status {
                 Value::Null => Vec::new(),
                 Value::String(s) => s.split(',').map(str::to_string).collect(),
@@ -365,11 +287,11 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                 instances.dedup_by_key(|i| i.job_instanceid);
                 instances.truncate(limit as usize);
             }
-            to_json(&instances.iter().map(instance_json).collect())
+            to_json(&instances.iter().map(instance_json).collect::<Vec<_>>())
         }
         "omq.system.run-job" => {
             let r: JobRef = parse(body)?;
-            let job = find(api, r.name.as_deref(), r.version.as_deref(), r.jobid).await?;
+            let job = find(api, r.named()).await?;
             if !job.active {
                 return Err((
                     "STATUS-ERROR",
@@ -392,7 +314,7 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
         }
         "omq.system.set-job-active" => {
             let r: SetActive = parse(body)?;
-            let job = find(api, r.name.as_deref(), r.version.as_deref(), r.jobid).await?;
+            let job = find(api, r.named()).await?;
             if r.active && job.expired(now) {
                 return Err((
                     "STATUS-ERROR",
@@ -413,47 +335,34 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                 .set_job_active(job.jobid, r.active)
                 .await
                 .map_err(db)?;
-            let id = network_id(&job);
             let process = if r.active {
-                // The interface row says whether anything keeps the job from starting (it
-                // is disabled, or in a disabled group).
-                let mut row = api
-                    .find_interface(&InterfaceRef {
-                        r#type: "job".into(),
-                        name: job.name.clone(),
-                        version: job.version.clone(),
-                    })
-                    .await?;
+                tracing::info!(user, job = %job.name, version = %job.version, "job activated");
+                let mut row = verbs::interface_row(api, JOB.name, &job.name, &job.version).await?;
+                // A job has no autostart switch: an active one starts unless it is
+                // disabled or in a disabled group.
                 row.autostart = true;
-                match ChildSpec::for_interface(&row) {
-                    Some(spec) if row.starts_by_itself() => {
-                        tracing::info!(user, network_id = %id, "job activated: starting its process");
-                        api.supervisor.send(Command::Start(spec));
-                        "starting"
-                    }
-                    _ if !row.enabled => "not started: the job is disabled",
-                    _ => "not started: the job is in a disabled interface group",
-                }
+                start_if_due(api, user, &row)
             } else {
+                let id = network_id(&job);
                 tracing::info!(user, network_id = %id, "job deactivated: stopping its process");
                 let supervisor = api.supervisor.clone();
                 // Not awaited: a run in progress finishes first, which may take long; the
                 // deactivation is already in force.
                 tokio::spawn(async move { supervisor.stop_one(&id).await });
-                "stopping"
+                "stopping".into()
             };
-            to_json(&json!({
-                "jobid": job.jobid,
-                "name": job.name,
-                "version": job.version,
-                "active": r.active,
-                "changed": changed,
-                "process": process,
-            }))
+            job_reply(
+                &job,
+                json!({
+                    "active": r.active,
+                    "changed": changed,
+                    "process": process,
+                }),
+            )
         }
         "omq.system.schedule-job" => {
             let r: ScheduleJob = parse(body)?;
-            let job = find(api, r.name.as_deref(), r.version.as_deref(), r.jobid).await?;
+            let job = find(api, r.named()).await?;
             let schedule = match (&r.schedule, r.recurring) {
                 (Some(line), None) => Schedule::Cron(
                     Cron::parse_line(line)
@@ -486,18 +395,18 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                 Schedule::Cron(cron) => (Some(cron.to_string()), None),
                 Schedule::Recurring(period) => (None, Some(period.as_secs())),
             };
-            to_json(&json!({
-                "jobid": job.jobid,
-                "name": job.name,
-                "version": job.version,
-                "schedule": line,
-                "recurring": recurring,
-                "next_trigger": next,
-            }))
+            job_reply(
+                &job,
+                json!({
+                    "schedule": line,
+                    "recurring": recurring,
+                    "next_trigger": next,
+                }),
+            )
         }
         "omq.system.set-job-expiry" => {
             let r: SetExpiry = parse(body)?;
-            let job = find(api, r.name.as_deref(), r.version.as_deref(), r.jobid).await?;
+            let job = find(api, r.named()).await?;
             let expiry = match &r.expiry_date {
                 Value::Null => None,
                 Value::Number(n) => Some(
@@ -522,17 +431,17 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
             let told = call_process(api, &job, "reschedule", CONTROL_TIMEOUT)
                 .await?
                 .is_some();
-            to_json(&json!({
-                "jobid": job.jobid,
-                "name": job.name,
-                "version": job.version,
-                "expiry_date": expiry,
-                "process_told": told,
-            }))
+            job_reply(
+                &job,
+                json!({
+                    "expiry_date": expiry,
+                    "process_told": told,
+                }),
+            )
         }
         "omq.system.reset-job" => {
             let r: JobRef = parse(body)?;
-            let job = find(api, r.name.as_deref(), r.version.as_deref(), r.jobid).await?;
+            let job = find(api, r.named()).await?;
             tracing::info!(user, job = %job.name, version = %job.version, "reset requested");
             let reply = call_process(api, &job, "reset", CONTROL_TIMEOUT).await?;
             let message = match &reply {
@@ -545,14 +454,14 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                     job.name, job.version
                 ),
             };
-            to_json(&json!({
-                "jobid": job.jobid,
-                "name": job.name,
-                "version": job.version,
-                "reset": reply.is_some(),
-                "message": message,
-                "loaded": reply,
-            }))
+            job_reply(
+                &job,
+                json!({
+                    "reset": reply.is_some(),
+                    "message": message,
+                    "loaded": reply,
+                }),
+            )
         }
         _ => Err(("UNKNOWN-METHOD", format!("{method} is not a job verb"))),
     }

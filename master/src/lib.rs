@@ -16,6 +16,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod supervisor;
 pub mod system;
+mod verbs;
 pub mod workflows;
 
 use std::path::PathBuf;

@@ -16,8 +16,7 @@ use sluice_core::audit::{AuditEventCode, Caller};
 use sluice_core::options::{find, table, OptionDef, SetOptionError};
 
 use crate::api::Api;
-
-type Refusal = (&'static str, String);
+use crate::verbs::{parse, Refusal};
 
 /// The verbs [`handle`] serves.
 pub const VERBS: &[&str] = &["omq.system.get-options", "omq.system.set-option"];
@@ -36,20 +35,6 @@ struct SetOption {
     name: String,
     /// As written in the options file; a number or a bool is taken as its text.
     value: Value,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            "INVALID-ARGUMENT",
-            format!("malformed request body (JSON expected): {e}"),
-        )
-    })
 }
 
 /// `qorus.NAME` or `NAME` without the prefix.

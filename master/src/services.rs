@@ -12,12 +12,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_core::host_api::{ServiceCall, SERVICE_CALL_TIMEOUT};
-use sluice_proto::v1::{envelope::Kind, Envelope, InterfaceRef, RegistryEntry};
+use sluice_proto::v1::{envelope::Kind, Envelope, RegistryEntry};
 
 use crate::api::{Api, CHILD_PREFIX};
 use crate::supervisor::{ChildSpec, Command};
-
-type Refusal = (&'static str, String);
+use crate::verbs::{self, parse_strict as parse, to_json, Refusal, Unreachable};
 
 /// The verb served by [`call`] (it answers with a whole envelope: a method's error codes
 /// are the service's, not a fixed set).
@@ -110,31 +109,15 @@ pub async fn call(api: &Api, user: &str, request: &Envelope) -> Envelope {
             Err(refusal) => return refuse(reply, refusal),
         },
     };
-    let Some(endpoint) = entry.endpoints.first().cloned() else {
-        return refuse(
-            reply,
-            (
-                "SERVICE-ERROR",
-                format!("service {} has no endpoint", body.call.name),
-            ),
-        );
-    };
-    let client = match api.children.as_ref().map(|c| c.connect(&endpoint)) {
-        Some(Ok(client)) => client,
-        Some(Err(e)) => {
-            return refuse(
-                reply,
-                ("SERVICE-ERROR", format!("cannot reach the service: {e}")),
-            )
-        }
-        None => {
-            return refuse(
-                reply,
-                (
-                    "SERVICE-ERROR",
-                    "this master cannot call its children".into(),
-                ),
-            )
+    let client = match verbs::connect(api, &entry) {
+        Ok(client) => client,
+        Err(why) => {
+            let why = match why {
+                Unreachable::NoEndpoint => format!("service {} has no endpoint", body.call.name),
+                Unreachable::Connect(e) => format!("cannot reach the service: {e}"),
+                Unreachable::NoChildren => why.to_string(),
+            };
+            return refuse(reply, ("SERVICE-ERROR", why));
         }
     };
     let forward = Envelope {
@@ -168,12 +151,9 @@ pub async fn call(api: &Api, user: &str, request: &Envelope) -> Envelope {
     };
     match outcome {
         Ok(answer) => Envelope {
-            id: request.id,
-            method: request.method.clone(),
-            kind: Kind::Reply as i32,
             error: answer.error,
             body: answer.body,
-            ..Default::default()
+            ..reply
         },
         Err(e) => refuse(
             reply,
@@ -227,18 +207,7 @@ fn running(api: &Api, name: &str, version: Option<&str>) -> Option<RegistryEntry
 
 /// Loads a service that is not running (starts its process) and waits until it serves.
 async fn load(api: &Api, name: &str, version: Option<&str>) -> Result<RegistryEntry, Refusal> {
-    let wanted = InterfaceRef {
-        r#type: "service".into(),
-        name: name.into(),
-        version: version.unwrap_or_default().into(),
-    };
-    let row = api.find_interface(&wanted).await.map_err(|(code, desc)| {
-        if code == "NOT-FOUND" {
-            ("SERVICE-NOT-FOUND", desc)
-        } else {
-            (code, desc)
-        }
-    })?;
+    let row = find(api, name, version).await?;
     if !row.enabled {
         return Err((
             "STATUS-ERROR",
@@ -333,40 +302,17 @@ async fn ask(
     method: &str,
     timeout: Duration,
 ) -> Result<Vec<u8>, Refusal> {
-    let endpoint = entry
-        .endpoints
-        .first()
-        .ok_or(("SERVICE-ERROR", "the service has no endpoint".to_string()))?;
-    let client = api
-        .children
-        .as_ref()
-        .ok_or((
-            "SERVICE-ERROR",
-            "this master cannot call its children".to_string(),
-        ))?
-        .connect(endpoint)
-        .map_err(|e| ("SERVICE-ERROR", e.to_string()))?;
-    let request = Envelope {
-        method: method.into(),
-        ..Default::default()
-    };
-    let answer = client
-        .call(request, timeout)
+    let client = verbs::connect(api, entry).map_err(|why| match why {
+        Unreachable::NoEndpoint => ("SERVICE-ERROR", "the service has no endpoint".to_string()),
+        Unreachable::NoChildren | Unreachable::Connect(_) => ("SERVICE-ERROR", why.to_string()),
+    })?;
+    let answer = verbs::ask(&client, method, timeout)
         .await
         .map_err(|e| ("TIMEOUT", format!("{}: {e}", entry.network_id)))?;
     match answer.error {
         Some(e) => Err(("SERVICE-ERROR", format!("{}: {}", e.code, e.description))),
         None => Ok(answer.body),
     }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            "INVALID-ARGUMENT",
-            format!("malformed request body (JSON expected): {e}"),
-        )
-    })
 }
 
 fn db(e: sluice_core::store::StoreError) -> Refusal {
@@ -433,11 +379,11 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
             for s in &services {
                 out.push(describe(api, s).await);
             }
-            Ok(Value::Array(out).to_string().into_bytes())
+            to_json(&out)
         }
         "omq.system.get-service" => {
             let wanted: ServiceRef = parse(body)?;
-            let row = find(api, &wanted).await?;
+            let row = find(api, &wanted.name, wanted.version.as_deref()).await?;
             let program = api
                 .store
                 .load_service(&row.name, &row.version)
@@ -469,29 +415,25 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                 .await
                 .map_err(db)?
                 .unwrap_or(Value::Null);
-            Ok(out.to_string().into_bytes())
+            to_json(&out)
         }
         "omq.system.load-service" => {
             let wanted: ServiceRef = parse(body)?;
             let version = wanted.version.as_deref().filter(|v| !v.is_empty());
-            if let Some(entry) = running(api, &wanted.name, version) {
-                return Ok(
-                    json!({"status": "loaded", "already": true, "network_id": entry.network_id})
-                        .to_string()
-                        .into_bytes(),
-                );
-            }
-            tracing::info!(user, "load of service {} requested", wanted.name);
-            let entry = load(api, &wanted.name, version).await?;
-            Ok(
-                json!({"status": "loaded", "already": false, "network_id": entry.network_id})
-                    .to_string()
-                    .into_bytes(),
+            let (entry, already) = match running(api, &wanted.name, version) {
+                Some(entry) => (entry, true),
+                None => {
+                    tracing::info!(user, "load of service {} requested", wanted.name);
+                    (load(api, &wanted.name, version).await?, false)
+                }
+            };
+            to_json(
+                &json!({"status": "loaded", "already": already, "network_id": entry.network_id}),
             )
         }
         "omq.system.unload-service" => {
             let wanted: ServiceRef = parse(body)?;
-            let row = find(api, &wanted).await?;
+            let row = find(api, &wanted.name, wanted.version.as_deref()).await?;
             let network_id =
                 crate::supervisor::interface_network_id("service", &row.name, &row.version);
             tracing::info!(user, network_id, "unload requested");
@@ -501,13 +443,11 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                     format!("service {}:{} is not loaded", row.name, row.version),
                 ));
             }
-            Ok(json!({"status": "unloaded", "network_id": network_id})
-                .to_string()
-                .into_bytes())
+            to_json(&json!({"status": "unloaded", "network_id": network_id}))
         }
         "omq.system.reset-service" => {
             let wanted: ServiceRef = parse(body)?;
-            let row = find(api, &wanted).await?;
+            let row = find(api, &wanted.name, wanted.version.as_deref()).await?;
             tracing::info!(
                 user,
                 "reset of service {}:{} requested",
@@ -515,19 +455,15 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                 row.version
             );
             match running(api, &row.name, Some(&row.version)) {
-                None => Ok(json!({
+                None => to_json(&json!({
                     "reset": false,
                     "message": format!("service {}:{} is not loaded; it runs the newest loaded code when it loads", row.name, row.version),
-                })
-                .to_string()
-                .into_bytes()),
+                })),
                 Some(entry) => {
                     let text = ask(api, &entry, "reset", RESET_TIMEOUT)
                         .await
                         .map_err(|(_, d)| ("RESET-ERROR", d))?;
-                    Ok(json!({"reset": true, "message": String::from_utf8_lossy(&text)})
-                        .to_string()
-                        .into_bytes())
+                    to_json(&json!({"reset": true, "message": String::from_utf8_lossy(&text)}))
                 }
             }
         }
@@ -535,18 +471,19 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
     }
 }
 
-async fn find(api: &Api, wanted: &ServiceRef) -> Result<sluice_core::store::InterfaceRow, Refusal> {
-    api.find_interface(&InterfaceRef {
-        r#type: "service".into(),
-        name: wanted.name.clone(),
-        version: wanted.version.clone().unwrap_or_default(),
-    })
-    .await
-    .map_err(|(code, desc)| {
-        if code == "NOT-FOUND" {
-            ("SERVICE-NOT-FOUND", desc)
-        } else {
-            (code, desc)
-        }
-    })
+/// The interface row of service `name` (a given version, else the newest loaded one).
+async fn find(
+    api: &Api,
+    name: &str,
+    version: Option<&str>,
+) -> Result<sluice_core::store::InterfaceRow, Refusal> {
+    verbs::interface_row(api, "service", name, version.unwrap_or_default())
+        .await
+        .map_err(|(code, desc)| {
+            if code == "NOT-FOUND" {
+                ("SERVICE-NOT-FOUND", desc)
+            } else {
+                (code, desc)
+            }
+        })
 }

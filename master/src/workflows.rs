@@ -11,17 +11,16 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sluice_core::store::workflows::WorkflowSummary;
-use sluice_core::store::{InterfaceRow, StoreError};
-use sluice_proto::v1::{Envelope, InterfaceRef, RegistryEntry};
+use sluice_core::store::StoreError;
+use sluice_proto::v1::{Envelope, RegistryEntry};
 
 use crate::api::Api;
-use crate::supervisor::{interface_network_id, ChildSpec, Command};
-
-/// An error reply: code and description.
-type Refusal = (&'static str, String);
+use crate::supervisor::interface_network_id;
+use crate::verbs::{
+    db, interface_row, named_request, parse, start_if_due, to_json, Kind, Named, Refusal,
+};
 
 /// The verb that waits for its order.
 pub const EXEC_SYNCHRONOUS: &str = "omq.system.exec-synchronous";
@@ -50,111 +49,37 @@ const SYNC_MARGIN: Duration = Duration::from_millis(500);
 /// once its order has one (COMPLETE, ERROR, CANCELED, BLOCKED).
 const FINAL_STATUSES: &[&str] = &["C", "E", "X", "B"];
 
-/// Names a workflow: `name` (with `version`, else the newest loaded one), or `workflowid`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct WorkflowRef {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    workflowid: Option<i64>,
+const WORKFLOW: Kind = Kind {
+    name: "workflow",
+    id_field: "workflowid",
+    not_found: "UNKNOWN-WORKFLOW",
+};
+
+named_request! {
+    struct WorkflowRef by workflowid {}
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetEnabled {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    workflowid: Option<i64>,
-    enabled: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetAutostart {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    workflowid: Option<i64>,
-    autostart: i64,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    // An empty body is an empty object, for verbs whose fields are all optional.
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            "INVALID-ARGUMENT",
-            format!("malformed request body (JSON expected): {e}"),
-        )
-    })
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, Refusal> {
-    serde_json::to_vec(value)
-        .map_err(|e| ("INTERNAL-ERROR", format!("cannot encode the reply: {e}")))
-}
-
-fn db(err: StoreError) -> Refusal {
-    if let StoreError::Invalid(msg) = err {
-        return ("INVALID-ARGUMENT", msg);
+named_request! {
+    struct SetEnabled by workflowid {
+        enabled: bool,
     }
-    tracing::error!("system database: {err}");
-    (
-        "DATABASE-ERROR",
-        format!("the system database failed: {err}"),
-    )
+}
+
+named_request! {
+    struct SetAutostart by workflowid {
+        autostart: i64,
+    }
 }
 
 /// The workflow a request names.
-async fn find(api: &Api, wanted: &WorkflowRef) -> Result<WorkflowSummary, Refusal> {
-    let version = wanted.version.as_deref().filter(|v| !v.is_empty());
-    let found = match (wanted.workflowid, wanted.name.as_deref()) {
-        (Some(id), None) => api.store.workflow_by_id(id).await.map_err(db)?,
-        (None, Some(name)) => api.store.find_workflow(name, version).await.map_err(db)?,
-        (Some(_), Some(_)) => {
-            return Err((
-                "INVALID-ARGUMENT",
-                "name a workflow by name (and version) or by workflowid, not both".into(),
-            ))
-        }
-        (None, None) => {
-            return Err((
-                "INVALID-ARGUMENT",
-                "the request names no workflow: give name (and version) or workflowid".into(),
-            ))
-        }
-    };
-    found.ok_or_else(|| {
-        let what = match (wanted.workflowid, wanted.name.as_deref(), version) {
-            (Some(id), _, _) => format!("with workflowid {id}"),
-            (None, Some(name), Some(version)) => format!("{name}:{version}"),
-            (None, Some(name), None) => name.to_string(),
-            (None, None, _) => String::new(),
-        };
-        ("UNKNOWN-WORKFLOW", format!("no workflow {what} is loaded"))
-    })
-}
-
-/// The interface row of a workflow: whether anything keeps it from starting.
-async fn row_of(api: &Api, wf: &WorkflowSummary) -> Result<InterfaceRow, Refusal> {
-    api.find_interface(&InterfaceRef {
-        r#type: "workflow".into(),
-        name: wf.name.clone(),
-        version: wf.version.clone(),
-    })
-    .await
+async fn find(api: &Api, named: Named<'_>) -> Result<WorkflowSummary, Refusal> {
+    WORKFLOW
+        .find(
+            named,
+            async |id| api.store.workflow_by_id(id).await,
+            async |name, version| api.store.find_workflow(name, version).await,
+        )
+        .await
 }
 
 /// A workflow as listed: its row, the state of its process, and its order counts by
@@ -187,22 +112,40 @@ fn workflow_json(wf: &WorkflowSummary, blocked: bool, registry: &[RegistryEntry]
     Value::Object(out)
 }
 
-/// Starts the workflow's process when it starts by itself; says what happened.
-fn start_if_due(api: &Api, user: &str, row: &InterfaceRow) -> &'static str {
-    if row.starts_by_itself() {
-        if let Some(spec) = ChildSpec::for_interface(row) {
-            tracing::info!(user, network_id = %spec.network_id, "starting the workflow's process");
-            api.supervisor.send(Command::Start(spec));
-            return "starting";
-        }
-    }
-    if !row.enabled {
-        "not started: the workflow is disabled"
-    } else if !row.autostart {
-        "not started: its autostart is 0"
+/// Serves a switch verb: commits the switch (`write`, given the workflow's id), then
+/// starts or stops the workflow's process (`run`: whether the new value lets it run), and
+/// answers with the new value.
+async fn set_switch(
+    api: &Api,
+    user: &str,
+    named: Named<'_>,
+    (switch, value): (&str, Value),
+    run: bool,
+    write: impl AsyncFnOnce(i64) -> Result<bool, StoreError>,
+) -> Result<Vec<u8>, Refusal> {
+    let wf = find(api, named).await?;
+    // The row first: from the commit of a disable on, the workflow takes no new order,
+    // whatever its process does until it is stopped.
+    let changed = write(wf.workflowid).await.map_err(db)?;
+    tracing::info!(
+        user,
+        "workflow {}:{}: {switch} {value}",
+        wf.name,
+        wf.version
+    );
+    let process = if run {
+        start_if_due(
+            api,
+            user,
+            &interface_row(api, WORKFLOW.name, &wf.name, &wf.version).await?,
+        )
     } else {
-        "not started: the workflow is in a disabled interface group"
-    }
+        stop(api, user, &wf).await.into()
+    };
+    to_json(&json!({
+        "workflowid": wf.workflowid, "name": wf.name, "version": wf.version,
+        switch: value, "changed": changed, "process": process,
+    }))
 }
 
 /// Stops the workflow's process; says what happened.
@@ -238,7 +181,7 @@ pub(crate) async fn handle(api: &Api, user: &str, request: &Envelope) -> Result<
         }
         "omq.system.get-workflow" => {
             let wanted: WorkflowRef = parse(body)?;
-            let wf = find(api, &wanted).await?;
+            let wf = find(api, wanted.named()).await?;
             let blocked = api
                 .store
                 .in_disabled_group("workflow", wf.workflowid)
@@ -251,64 +194,19 @@ pub(crate) async fn handle(api: &Api, user: &str, request: &Envelope) -> Result<
         }
         "omq.system.set-workflow-enabled" => {
             let r: SetEnabled = parse(body)?;
-            let wanted = WorkflowRef {
-                name: r.name,
-                version: r.version,
-                workflowid: r.workflowid,
-            };
-            let wf = find(api, &wanted).await?;
-            // The row first: from its commit on, the workflow takes no new order.
-            let changed = api
-                .store
-                .set_workflow_enabled(wf.workflowid, r.enabled)
-                .await
-                .map_err(db)?;
-            tracing::info!(
-                user,
-                "workflow {}:{} {}",
-                wf.name,
-                wf.version,
-                if r.enabled { "enabled" } else { "disabled" }
-            );
-            let process = if r.enabled {
-                start_if_due(api, user, &row_of(api, &wf).await?)
-            } else {
-                stop(api, user, &wf).await
-            };
-            to_json(&json!({
-                "workflowid": wf.workflowid, "name": wf.name, "version": wf.version,
-                "enabled": r.enabled, "changed": changed, "process": process,
-            }))
+            let switch = ("enabled", json!(r.enabled));
+            set_switch(api, user, r.named(), switch, r.enabled, async |id| {
+                api.store.set_workflow_enabled(id, r.enabled).await
+            })
+            .await
         }
         "omq.system.set-workflow-autostart" => {
             let r: SetAutostart = parse(body)?;
-            let wanted = WorkflowRef {
-                name: r.name,
-                version: r.version,
-                workflowid: r.workflowid,
-            };
-            let wf = find(api, &wanted).await?;
-            let changed = api
-                .store
-                .set_workflow_autostart(wf.workflowid, r.autostart)
-                .await
-                .map_err(db)?;
-            tracing::info!(
-                user,
-                "workflow {}:{}: autostart {}",
-                wf.name,
-                wf.version,
-                r.autostart
-            );
-            let process = if r.autostart == 0 {
-                stop(api, user, &wf).await
-            } else {
-                start_if_due(api, user, &row_of(api, &wf).await?)
-            };
-            to_json(&json!({
-                "workflowid": wf.workflowid, "name": wf.name, "version": wf.version,
-                "autostart": r.autostart, "changed": changed, "process": process,
-            }))
+            let switch = ("autostart", json!(r.autostart));
+            set_switch(api, user, r.named(), switch, r.autostart != 0, async |id| {
+                api.store.set_workflow_autostart(id, r.autostart).await
+            })
+            .await
         }
         EXEC_SYNCHRONOUS | EXEC_SYNCHRONOUS_WORKFLOW => exec_synchronous(api, user, request).await,
         other => Err(("UNKNOWN-METHOD", format!("no method {other:?}"))),
@@ -332,12 +230,7 @@ async fn exec_synchronous(api: &Api, user: &str, request: &Envelope) -> Result<V
                 break
             }
             Ok(Some(order)) => last = order.workflowstatus,
-            Ok(None) => {
-                return Err((
-                    "WORKFLOW-ORDER-NOT-FOUND",
-                    format!("order {id} was created but is gone"),
-                ))
-            }
+            Ok(None) => return Err(gone(id)),
             // A database hiccup while waiting: the order goes on; look again.
             Err(err) => tracing::warn!("exec-synchronous: cannot read order {id}: {err}"),
         }
@@ -369,9 +262,13 @@ async fn exec_synchronous(api: &Api, user: &str, request: &Envelope) -> Result<V
     }
     match api.store.get_order(id).await.map_err(db)? {
         Some(info) => to_json(&info),
-        None => Err((
-            "WORKFLOW-ORDER-NOT-FOUND",
-            format!("order {id} was created but is gone"),
-        )),
+        None => Err(gone(id)),
     }
+}
+
+fn gone(id: i64) -> Refusal {
+    (
+        "WORKFLOW-ORDER-NOT-FOUND",
+        format!("order {id} was created but is gone"),
+    )
 }

@@ -170,10 +170,8 @@ pub async fn run(ctx: ChildContext) -> Result<(), String> {
 }
 
 async fn run_service(mut ctx: ChildContext) -> Result<(), ServiceError> {
-    let options = ctx
-        .boot
-        .options()
-        .map_err(|e| ServiceError::Setup(format!("cannot read the options: {e}")))?;
+    // The child loop read them (and keeps the operator's changes in them).
+    let options = ctx.options.current();
     let (name, version) = ctx.boot.interface("service").map_err(ServiceError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
     let api = HostApi {

@@ -1,33 +1,30 @@
 //! A running instance with the test workflow TEST-FLOW (`tests/fixtures/flow`) loaded: what
 //! the workflow engine's end-to-end tests and the chaos test share.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{child_pid_from_log, eventually, output_text, Backend, Db, Instance};
+use crate::{
+    child_pid_from_log, eventually, fixtures, leading_number, yaml_files, Backend, Db, Instance,
+};
 
 pub const WF: &str = "workflow-TEST-FLOW-1.0";
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 pub const DONE: Duration = Duration::from_secs(60);
 
-fn fixture_files() -> Result<Vec<String>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/flow");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| dir.display().to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
-        .collect();
-    files.sort();
-    Ok(files.iter().map(|p| p.display().to_string()).collect())
+/// The id of the order that `sluice order create` printed: the last number in its output.
+pub fn order_id(text: &str) -> Result<i64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .rfind(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no order id in {text:?}"))
 }
 
 /// A running master with TEST-FLOW loaded and its workflow process up.
 pub struct Flow {
     pub inst: Instance,
-    pub key: String,
     pub master: usize,
     pub db: Db,
     pub out: PathBuf,
@@ -36,20 +33,14 @@ pub struct Flow {
 impl Flow {
     pub async fn start(backend: Backend, key: &str, extra: &[&str]) -> Result<Flow> {
         let mut inst = Instance::new(backend, key, extra)?;
-        let out = inst.sluice(&["schema", "create"])?;
-        assert!(out.status.success(), "{}", output_text(&out));
-        let mut args = vec!["load"];
-        let files = fixture_files()?;
-        args.extend(files.iter().map(String::as_str));
-        let out = inst.sluice(&args)?;
-        assert!(out.status.success(), "{}", output_text(&out));
+        inst.create_schema()?;
+        inst.load(&yaml_files(&fixtures("flow"))?)?;
         let master = inst.start_master(&[])?;
         inst.wait_ready(master)?;
         let db = inst.db().await?;
         let out = inst.home().join("effects.txt");
         let flow = Flow {
             inst,
-            key: key.to_string(),
             master,
             db,
             out,
@@ -59,20 +50,11 @@ impl Flow {
     }
 
     pub fn log(&self, process: &str) -> String {
-        std::fs::read_to_string(self.inst.log_file(&self.key, process)).unwrap_or_default()
+        self.inst.log(process)
     }
 
     pub fn wait_log(&self, process: &str, text: &str) -> Result<()> {
-        eventually(DONE, &format!("{text:?} in the {process} log"), || {
-            self.log(process).contains(text).then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "master log:\n{}\n{process} log:\n{}",
-                crate::tail(&self.inst.log_file(&self.key, "master"), 40),
-                self.log(process)
-            )
-        })
+        self.inst.wait_log(process, text, DONE)
     }
 
     /// `sluice order ...` over the cluster API; fails with the output when it fails.
@@ -80,12 +62,7 @@ impl Flow {
         let key = self.inst.admin_key()?.display().to_string();
         let mut all = vec!["order", "--key", &key];
         all.extend_from_slice(args);
-        let out = self.inst.sluice(&all)?;
-        let text = output_text(&out);
-        if !out.status.success() {
-            bail!("sluice {} failed:\n{text}", all.join(" "));
-        }
-        Ok(text)
+        self.inst.sluice_ok(&all)
     }
 
     /// Creates an order of TEST-FLOW whose steps record their effects in `self.out`.
@@ -97,11 +74,7 @@ impl Flow {
             }
         }
         let data = serde_json::json!({ "staticdata": staticdata }).to_string();
-        let text = self.order(&["create", "TEST-FLOW", "--data", &data])?;
-        text.split(|c: char| !c.is_ascii_digit())
-            .rfind(|s| !s.is_empty())
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("no order id in {text:?}"))
+        order_id(&self.order(&["create", "TEST-FLOW", "--data", &data])?)
     }
 
     pub async fn status(&self, id: i64) -> Result<String> {
@@ -152,14 +125,7 @@ impl Flow {
             .lines()
             .rev()
             .find(|l| l.contains("runner pid") || l.contains("runner restarted (pid"))
-            .and_then(|l| {
-                let at = l.rfind("pid ")? + 4;
-                l[at..]
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+            .and_then(|l| leading_number(&l[l.rfind("pid ")? + 4..]))
     }
 
     pub async fn stop(mut self) -> Result<()> {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod flow;
+pub mod gateway_node;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,57 @@ fn replace_db(url: &str, db: &str) -> String {
     }
 }
 
+/// Runs each async scenario `fn(Backend) -> Result<()>` as two tests, `NAME::sqlite` and
+/// `NAME::postgres`; the second passes without running when `SLUICE_TEST_PG_URL` is unset.
+/// A leading parenthesized group goes to `#[tokio::test ...]`, e.g. the runtime's flavor:
+/// `on_both!((flavor = "multi_thread") name => scenario, other => scenario2);`.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident => $scenario:ident),+ $(,)?) => {
+        $crate::on_both!(() $($name => $scenario),+);
+    };
+    ($test_args:tt $($name:ident => $scenario:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[::tokio::test $test_args]
+                async fn sqlite() -> ::anyhow::Result<()> {
+                    super::$scenario($crate::Backend::Sqlite).await
+                }
+
+                #[::tokio::test $test_args]
+                async fn postgres() -> ::anyhow::Result<()> {
+                    match $crate::Backend::postgres().await? {
+                        Some(backend) => super::$scenario(backend).await,
+                        None => Ok(()),
+                    }
+                }
+            }
+        )+
+    };
+}
+
+/// [`on_both!`] for tests named `SQLITE` and `PG` side by side rather than in a module:
+/// `on_both_backends!(a_sqlite, a_postgres => a; b_sqlite, b_postgres => b);`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($sqlite:ident, $pg:ident => $scenario:ident);+ $(;)?) => {
+        $(
+            #[::tokio::test]
+            async fn $sqlite() -> ::anyhow::Result<()> {
+                $scenario($crate::Backend::Sqlite).await
+            }
+
+            #[::tokio::test]
+            async fn $pg() -> ::anyhow::Result<()> {
+                match $crate::Backend::postgres().await? {
+                    Some(backend) => $scenario(backend).await,
+                    None => Ok(()),
+                }
+            }
+        )+
+    };
+}
+
 /// Direct access to an instance's system database, independent of Sluice's store code,
 /// so tests check what is really committed.
 pub enum Db {
@@ -143,6 +195,8 @@ impl Db {
 pub struct Instance {
     pub dir: tempfile::TempDir,
     pub backend: Backend,
+    /// The `qorus.instance-key`, which names the log files.
+    pub key: String,
     /// Extra environment for every process this instance starts.
     pub env: Vec<(String, String)>,
     procs: Vec<Proc>,
@@ -196,6 +250,7 @@ impl Instance {
         Ok(Self {
             dir,
             backend,
+            key: instance_key.to_string(),
             env: Vec::new(),
             procs: Vec::new(),
         })
@@ -212,6 +267,37 @@ impl Instance {
     pub fn log_file(&self, instance_key: &str, process: &str) -> PathBuf {
         self.home()
             .join(format!("log/{instance_key}-{process}.log"))
+    }
+
+    /// The text of a process's log, empty until the process has written one.
+    pub fn log(&self, process: &str) -> String {
+        fs::read_to_string(self.log_file(&self.key, process)).unwrap_or_default()
+    }
+
+    /// Waits until `process`'s log contains `text`; the error shows that log and the end of
+    /// the master's, which says whether the process ever started.
+    pub fn wait_log(&self, process: &str, text: &str, timeout: Duration) -> Result<()> {
+        eventually(timeout, &format!("{text:?} in the {process} log"), || {
+            self.log(process).contains(text).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "master log:\n{}\n{process} log:\n{}",
+                tail(&self.log_file(&self.key, "master"), 40),
+                self.log(process)
+            )
+        })
+    }
+
+    /// Starts a master that is expected to refuse to start; its exit status and stderr.
+    pub fn refused_start(
+        &mut self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<(ExitStatus, String)> {
+        let m = self.start_master(args)?;
+        let status = self.wait_exit(m, timeout)?;
+        Ok((status, self.stderr(m)))
     }
 
     /// Starts a binary with `OMQ_DIR` pointing at this instance; returns its index.
@@ -419,6 +505,33 @@ impl Drop for Instance {
     }
 }
 
+/// A directory of the test fixtures, `tests/fixtures/NAME`.
+pub fn fixtures(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A directory of the shipped examples, `deploy/examples/NAME`: tests load them as users do.
+pub fn examples(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(name)
+}
+
+/// The definition files (`*.yaml`) in `dir`, sorted so that every run loads them in the
+/// same order.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| dir.display().to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// The last `n` lines of a file.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -436,6 +549,17 @@ pub fn assert_in_order(haystack: &str, needles: &[&str]) {
                 "expected {needle:?} after position {from} (in order {needles:?}) in:\n{haystack}"
             ),
         }
+    }
+}
+
+/// Asserts that each of `needles` occurs in `haystack`, in any order.
+#[track_caller]
+pub fn assert_contains_all(haystack: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            haystack.contains(needle),
+            "missing {needle:?} in:\n{haystack}"
+        );
     }
 }
 
@@ -488,14 +612,15 @@ pub fn child_pid_from_log(log: &str, network_id: &str) -> Option<i32> {
                 || l.contains(&format!("network_id=\"{network_id}\""))
         })
         .find(|l| l.contains("started sluice-") || l.contains("adopted a running"))
-        .and_then(|l| {
-            let at = l.find("pid=")? + 4;
-            l[at..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
+        .and_then(|l| leading_number(&l[l.find("pid=")? + 4..]))
+}
+
+/// The number `text` starts with, as in the rest of a log line after `pid `.
+pub fn leading_number(text: &str) -> Option<i32> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Instance {
@@ -516,6 +641,46 @@ impl Instance {
             bail!("sluice keys register: {}", output_text(&out));
         }
         Ok(path)
+    }
+
+    /// Runs `sluice` and requires success; its stdout and stderr.
+    pub fn sluice_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.sluice(args)?;
+        let text = output_text(&out);
+        if !out.status.success() {
+            bail!("sluice {} failed:\n{text}", args.join(" "));
+        }
+        Ok(text)
+    }
+
+    /// `sluice --key ADMIN-KEY ARGS`: a command over the cluster API, as user `admin`.
+    pub fn admin_cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        let key = self.admin_key()?.display().to_string();
+        let mut all = vec!["--key", key.as_str()];
+        all.extend_from_slice(args);
+        self.sluice(&all)
+    }
+
+    /// `sluice schema create`, which must succeed.
+    pub fn create_schema(&self) -> Result<()> {
+        self.sluice_ok(&["schema", "create"]).map(drop)
+    }
+
+    /// `sluice load FILES`, whether it succeeds or not.
+    pub fn load_output(&self, files: &[PathBuf]) -> Result<std::process::Output> {
+        let mut args = vec!["load".to_string()];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.sluice(&args)
+    }
+
+    /// `sluice load FILES`, which must succeed.
+    pub fn load(&self, files: &[PathBuf]) -> Result<()> {
+        let out = self.load_output(files)?;
+        if !out.status.success() {
+            bail!("sluice load: {}", output_text(&out));
+        }
+        Ok(())
     }
 
     /// Runs the `sluice` CLI against this instance and returns its output.

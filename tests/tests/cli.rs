@@ -1,82 +1,49 @@
 //! End-to-end tests of the `sluice` operator tool, run as a real process.
 
 use anyhow::Result;
-use sluice_e2e::{output_text, Backend, Instance};
+use sluice_e2e::{on_both_backends, output_text, Backend, Instance};
+
+/// `sluice schema ARGS`: whether it succeeded, and its output.
+fn schema(inst: &Instance, args: &[&str]) -> Result<(bool, String)> {
+    let mut all = vec!["schema"];
+    all.extend_from_slice(args);
+    let out = inst.sluice(&all)?;
+    Ok((out.status.success(), output_text(&out)))
+}
 
 async fn schema_tool_lifecycle(backend: Backend) -> Result<()> {
     let inst = Instance::new(backend, "e2e-cli", &[])?;
 
-    let out = inst.sluice(&["schema", "verify"])?;
-    assert!(
-        !out.status.success(),
-        "verify fails before create: {}",
-        output_text(&out)
-    );
+    let (ok, text) = schema(&inst, &["verify"])?;
+    assert!(!ok, "verify fails before create: {text}");
 
-    let out = inst.sluice(&["schema", "create"])?;
-    assert!(out.status.success(), "{}", output_text(&out));
-    assert!(
-        output_text(&out).contains("created the Sluice schema version"),
-        "{}",
-        output_text(&out)
-    );
+    let (ok, text) = schema(&inst, &["create"])?;
+    assert!(ok, "{text}");
+    assert!(text.contains("created the Sluice schema version"), "{text}");
 
-    let out = inst.sluice(&["schema", "create"])?;
-    assert!(
-        !out.status.success(),
-        "create twice is refused: {}",
-        output_text(&out)
-    );
+    let (ok, text) = schema(&inst, &["create"])?;
+    assert!(!ok, "create twice is refused: {text}");
 
-    let out = inst.sluice(&["schema", "verify"])?;
-    assert!(
-        out.status.success() && output_text(&out).starts_with("OK"),
-        "{}",
-        output_text(&out)
-    );
+    let (ok, text) = schema(&inst, &["verify"])?;
+    assert!(ok && text.starts_with("OK"), "{text}");
 
-    let out = inst.sluice(&["schema", "upgrade"])?;
-    assert!(
-        out.status.success() && output_text(&out).contains("nothing to do"),
-        "{}",
-        output_text(&out)
-    );
+    let (ok, text) = schema(&inst, &["upgrade"])?;
+    assert!(ok && text.contains("nothing to do"), "{text}");
 
-    let out = inst.sluice(&["schema", "drop"])?;
-    assert!(
-        !out.status.success() && output_text(&out).contains("--yes"),
-        "{}",
-        output_text(&out)
-    );
-    let out = inst.sluice(&["schema", "verify"])?;
-    assert!(
-        out.status.success(),
-        "an unconfirmed drop drops nothing: {}",
-        output_text(&out)
-    );
+    let (ok, text) = schema(&inst, &["drop"])?;
+    assert!(!ok && text.contains("--yes"), "{text}");
+    let (ok, text) = schema(&inst, &["verify"])?;
+    assert!(ok, "an unconfirmed drop drops nothing: {text}");
 
-    let out = inst.sluice(&["schema", "drop", "--yes"])?;
-    assert!(out.status.success(), "{}", output_text(&out));
-    let out = inst.sluice(&["schema", "verify"])?;
-    assert!(
-        !out.status.success() && output_text(&out).contains("sluice schema create"),
-        "{}",
-        output_text(&out)
-    );
+    let (ok, text) = schema(&inst, &["drop", "--yes"])?;
+    assert!(ok, "{text}");
+    let (ok, text) = schema(&inst, &["verify"])?;
+    assert!(!ok && text.contains("sluice schema create"), "{text}");
     Ok(())
 }
 
-#[tokio::test]
-async fn schema_tool_lifecycle_sqlite() -> Result<()> {
-    schema_tool_lifecycle(Backend::Sqlite).await
-}
-
-#[tokio::test]
-async fn schema_tool_lifecycle_postgres() -> Result<()> {
-    match Backend::postgres().await? {
-        Some(backend) => schema_tool_lifecycle(backend).await,
-        None => Ok(()),
-    }
+on_both_backends! {
+    schema_tool_lifecycle_sqlite, schema_tool_lifecycle_postgres => schema_tool_lifecycle;
 }
 
 #[test]

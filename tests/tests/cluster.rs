@@ -24,25 +24,17 @@ fn instance(key: &str, extra: &[&str]) -> Result<(Instance, u16)> {
     Ok((Instance::new(Backend::Sqlite, key, &refs)?, port))
 }
 
-fn master_log(inst: &Instance, key: &str) -> String {
-    std::fs::read_to_string(inst.log_file(key, "master")).unwrap_or_default()
-}
-
-fn gateway_pid(inst: &Instance, key: &str, not: Option<i32>) -> Result<i32> {
+fn gateway_pid(inst: &Instance, not: Option<i32>) -> Result<i32> {
     eventually(
         Duration::from_secs(10),
         "the gateway's pid in the master log",
-        || child_pid_from_log(&master_log(inst, key), GW).filter(|p| Some(*p) != not),
+        || child_pid_from_log(&inst.log("master"), GW).filter(|p| Some(*p) != not),
     )
 }
 
-fn wait_registered(inst: &Instance, key: &str, count: usize) -> Result<()> {
+fn wait_registered(inst: &Instance, count: usize) -> Result<()> {
     eventually(Duration::from_secs(10), "gateway registration", || {
-        (master_log(inst, key)
-            .matches("event PROCESS_STARTED")
-            .count()
-            >= count)
-            .then_some(())
+        (inst.log("master").matches("event PROCESS_STARTED").count() >= count).then_some(())
     })
 }
 
@@ -53,6 +45,21 @@ fn running(key: &str, extra: &[&str]) -> Result<(Instance, u16, usize)> {
     let m = inst.start_master(&["--create-schema"])?;
     inst.wait_ready(m)?;
     Ok((inst, port, m))
+}
+
+/// [`running`], once the gateway has registered; also the gateway's pid.
+fn running_gateway(key: &str, extra: &[&str]) -> Result<(Instance, u16, usize, i32)> {
+    let (inst, port, m) = running(key, extra)?;
+    wait_registered(&inst, 1)?;
+    let gw = gateway_pid(&inst, None)?;
+    Ok((inst, port, m, gw))
+}
+
+/// A master crash: SIGKILL, which leaves its children running.
+fn kill_master(inst: &mut Instance, m: usize) -> Result<()> {
+    inst.signal(m, Signal::SIGKILL)?;
+    inst.wait_exit(m, STOP_GRACE)?;
+    Ok(())
 }
 
 /// A client certificate registered (or not) for `user`.
@@ -71,15 +78,13 @@ fn client_key(inst: &Instance, name: &str, register_as: Option<&str>) -> Result<
 #[test]
 fn killed_child_is_restarted_and_registered_within_two_seconds() -> Result<()> {
     let key = "e2e-child-restart";
-    let (mut inst, _, m) = running(key, &[])?;
-    wait_registered(&inst, key, 1)?;
-    let first = gateway_pid(&inst, key, None)?;
+    let (mut inst, _, m, first) = running_gateway(key, &[])?;
 
     let killed_at = Instant::now();
     kill(Pid::from_raw(first), Signal::SIGKILL)?;
-    wait_registered(&inst, key, 2)?;
+    wait_registered(&inst, 2)?;
     let took = killed_at.elapsed();
-    let second = gateway_pid(&inst, key, Some(first))?;
+    let second = gateway_pid(&inst, Some(first))?;
     assert_ne!(first, second);
     assert!(alive(second));
     assert!(
@@ -87,7 +92,7 @@ fn killed_child_is_restarted_and_registered_within_two_seconds() -> Result<()> {
         "back and registered after {took:?}"
     );
 
-    let log = master_log(&inst, key);
+    let log = inst.log("master");
     assert_in_order(
         &log,
         &[
@@ -124,11 +129,11 @@ fn crash_loop_backs_off_then_gives_up_with_an_event() -> Result<()> {
     let m = inst.start_master(&["--create-schema"])?;
     inst.wait_ready(m)?;
     eventually(Duration::from_secs(20), "the crash-loop verdict", || {
-        master_log(&inst, key)
+        inst.log("master")
             .contains("event PROCESS_START_ERROR")
             .then_some(())
     })?;
-    let log = master_log(&inst, key);
+    let log = inst.log("master");
     assert_in_order(
         &log,
         &[
@@ -150,7 +155,7 @@ fn crash_loop_backs_off_then_gives_up_with_an_event() -> Result<()> {
     );
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
-        master_log(&inst, key)
+        inst.log("master")
             .matches("process died: exited with status 3")
             .count(),
         4
@@ -163,18 +168,15 @@ fn crash_loop_backs_off_then_gives_up_with_an_event() -> Result<()> {
 #[test]
 fn restarted_master_adopts_running_children() -> Result<()> {
     let key = "e2e-adopt";
-    let (mut inst, port, m) = running(key, &["qorus.master-grace: 30"])?;
-    wait_registered(&inst, key, 1)?;
-    let gw = gateway_pid(&inst, key, None)?;
+    let (mut inst, port, m, gw) = running_gateway(key, &["qorus.master-grace: 30"])?;
 
-    inst.signal(m, Signal::SIGKILL)?;
-    inst.wait_exit(m, STOP_GRACE)?;
+    kill_master(&mut inst, m)?;
     std::thread::sleep(Duration::from_millis(1500));
     assert!(alive(gw), "children keep running without the master");
 
     let m2 = inst.start_master(&[])?;
     inst.wait_ready(m2)?;
-    let log = master_log(&inst, key);
+    let log = inst.log("master");
     assert!(
         log.contains("adopted a running http-gateway process"),
         "adoption logged"
@@ -210,11 +212,8 @@ fn restarted_master_adopts_running_children() -> Result<()> {
 fn children_stop_cleanly_when_no_master_returns() -> Result<()> {
     let key = "e2e-grace";
     let grace = 3;
-    let (mut inst, _, m) = running(key, &[&format!("qorus.master-grace: {grace}")])?;
-    wait_registered(&inst, key, 1)?;
-    let gw = gateway_pid(&inst, key, None)?;
-    inst.signal(m, Signal::SIGKILL)?;
-    inst.wait_exit(m, STOP_GRACE)?;
+    let (mut inst, _, m, gw) = running_gateway(key, &[&format!("qorus.master-grace: {grace}")])?;
+    kill_master(&mut inst, m)?;
     let t0 = Instant::now();
     eventually(
         Duration::from_secs(grace + 5),
@@ -225,7 +224,7 @@ fn children_stop_cleanly_when_no_master_returns() -> Result<()> {
         t0.elapsed() >= Duration::from_secs(grace - 1),
         "it waited for the grace period"
     );
-    let gw_log = std::fs::read_to_string(inst.log_file(key, GW))?;
+    let gw_log = inst.log(GW);
     assert!(
         gw_log.contains("no master for"),
         "the child says why it stopped: {gw_log}"
@@ -236,12 +235,10 @@ fn children_stop_cleanly_when_no_master_returns() -> Result<()> {
 #[test]
 fn sigterm_stops_children_in_the_documented_order() -> Result<()> {
     let key = "e2e-stop-order";
-    let (mut inst, _, m) = running(key, &[])?;
-    wait_registered(&inst, key, 1)?;
-    let gw = gateway_pid(&inst, key, None)?;
+    let (mut inst, _, m, gw) = running_gateway(key, &[])?;
     assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
     assert!(!alive(gw));
-    let log = master_log(&inst, key);
+    let log = inst.log("master");
     assert_in_order(
         &log,
         &[
@@ -254,7 +251,7 @@ fn sigterm_stops_children_in_the_documented_order() -> Result<()> {
             "event SYSTEM_SHUTDOWN",
         ],
     );
-    let gw_log = std::fs::read_to_string(inst.log_file(key, GW))?;
+    let gw_log = inst.log(GW);
     assert!(
         gw_log.contains("stopping at the master's request"),
         "{gw_log}"
@@ -291,7 +288,7 @@ fn cluster_api_admits_only_registered_unrevoked_keys() -> Result<()> {
     );
     let refused = format!("refused CURVE client {stranger_pub}");
     eventually(Duration::from_secs(5), "the refusal in the log", || {
-        master_log(&inst, key).contains(&refused).then_some(())
+        inst.log("master").contains(&refused).then_some(())
     })?;
 
     let (revoked, revoked_pub) = client_key(&inst, "revoked", Some("bob"))?;
@@ -309,7 +306,7 @@ fn cluster_api_admits_only_registered_unrevoked_keys() -> Result<()> {
     );
     let refused = format!("refused CURVE client {revoked_pub}");
     eventually(Duration::from_secs(5), "the revoked key's refusal", || {
-        master_log(&inst, key).contains(&refused).then_some(())
+        inst.log("master").contains(&refused).then_some(())
     })?;
 
     // The wrong server public key: the handshake cannot complete, nothing is answered.
@@ -364,7 +361,9 @@ fn shutdown_over_the_cluster_api_with_rbac_refused_then_allowed() -> Result<()> 
     let out = inst.sluice(&["--cluster", &endpoint, "--key", &cert, "shutdown"])?;
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(inst.wait_exit(m, STOP_GRACE)?.code(), Some(0));
-    assert!(master_log(&inst, key).contains("shutdown requested by shutdown API call by ops"));
+    assert!(inst
+        .log("master")
+        .contains("shutdown requested by shutdown API call by ops"));
     Ok(())
 }
 
@@ -373,9 +372,8 @@ fn world_readable_cluster_key_stops_the_start() -> Result<()> {
     let (mut inst, _) = instance("e2e-key-mode", &[])?;
     let key_file = inst.home().join("etc/cluster.key");
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644))?;
-    let m = inst.start_master(&["--create-schema"])?;
-    assert_eq!(inst.wait_exit(m, STOP_GRACE)?.code(), Some(78));
-    let stderr = inst.stderr(m);
+    let (status, stderr) = inst.refused_start(&["--create-schema"], STOP_GRACE)?;
+    assert_eq!(status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("cluster.key") && stderr.contains("chmod 600"),
         "{stderr}"
@@ -387,7 +385,7 @@ fn world_readable_cluster_key_stops_the_start() -> Result<()> {
 fn python_example_client_reads_status_using_only_the_docs() -> Result<()> {
     let key = "e2e-pyzmq";
     let (mut inst, port, m) = running(key, &[])?;
-    wait_registered(&inst, key, 1)?;
+    wait_registered(&inst, 1)?;
     let (cert, _) = client_key(&inst, "py", Some("py"))?;
     let server = String::from_utf8_lossy(&inst.sluice(&["keys", "public"])?.stdout)
         .trim()
@@ -472,21 +470,23 @@ async fn active_session(db: &sluice_e2e::Db, key: &str) -> Result<i64> {
 async fn a_dead_childs_work_goes_back_to_retry() -> Result<()> {
     let key = "e2e-child-work";
     let (mut inst, _, m) = running(key, &[])?;
-    wait_registered(&inst, key, 1)?;
+    wait_registered(&inst, 1)?;
     let db = inst.db().await?;
     let session = active_session(&db, key).await?;
     orders_in_progress(&db, 1..=2, session, GW).await?;
     orders_in_progress(&db, 3..=3, session, "wf-other").await?;
 
-    let gw = gateway_pid(&inst, key, None)?;
+    let gw = gateway_pid(&inst, None)?;
     kill(Pid::from_raw(gw), Signal::SIGKILL)?;
-    wait_registered(&inst, key, 2)?;
+    wait_registered(&inst, 2)?;
     assert_eq!(
         order_states(&db).await?,
         vec!["1:R:0:-:R", "2:R:0:-:R", format!("3:I:{session}:wf-other:I").as_str()],
         "the dead process's orders and steps are RETRY and unowned; another process's are untouched"
     );
-    assert!(master_log(&inst, key).contains("recovered the work of the dead process: 2 orders"));
+    assert!(inst
+        .log("master")
+        .contains("recovered the work of the dead process: 2 orders"));
     db.close().await;
     assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
     Ok(())
@@ -496,15 +496,14 @@ async fn a_dead_childs_work_goes_back_to_retry() -> Result<()> {
 async fn an_adopted_childs_work_survives_a_master_crash() -> Result<()> {
     let key = "e2e-adopt-work";
     let (mut inst, _, m) = running(key, &["qorus.master-grace: 30"])?;
-    wait_registered(&inst, key, 1)?;
+    wait_registered(&inst, 1)?;
     let db = inst.db().await?;
     let first = active_session(&db, key).await?;
     // The gateway lives on; "wf-gone" stands for a process that died with the master.
     orders_in_progress(&db, 1..=2, first, GW).await?;
     orders_in_progress(&db, 3..=3, first, "wf-gone").await?;
 
-    inst.signal(m, Signal::SIGKILL)?;
-    inst.wait_exit(m, STOP_GRACE)?;
+    kill_master(&mut inst, m)?;
     let m2 = inst.start_master(&[])?;
     inst.wait_ready(m2)?;
     let second = active_session(&db, key).await?;
@@ -553,7 +552,7 @@ async fn interfaces_are_listed_autostarted_started_and_stopped() -> Result<()> {
         let id = id.to_string();
         let inst = &inst;
         move || {
-            master_log(inst, key)
+            inst.log("master")
                 .lines()
                 .any(|l| {
                     l.contains("registered after") && (l.contains(&needle) || l.contains(&quoted))
@@ -603,16 +602,16 @@ async fn interfaces_are_listed_autostarted_started_and_stopped() -> Result<()> {
     )?;
 
     // Qorus's restart rules: a workflow process always comes back, a non-autostart service not.
-    let log = master_log(&inst, key);
+    let log = inst.log("master");
     let wf_pid = child_pid_from_log(&log, wf).context("workflow pid")?;
     let svc_pid = child_pid_from_log(&log, svc).context("service pid")?;
     kill(Pid::from_raw(svc_pid), Signal::SIGKILL)?;
     kill(Pid::from_raw(wf_pid), Signal::SIGKILL)?;
     eventually(Duration::from_secs(10), "the workflow process back", || {
-        child_pid_from_log(&master_log(&inst, key), wf).filter(|p| *p != wf_pid && alive(*p))
+        child_pid_from_log(&inst.log("master"), wf).filter(|p| *p != wf_pid && alive(*p))
     })?;
     eventually(Duration::from_secs(5), "the service left down", || {
-        master_log(&inst, key)
+        inst.log("master")
             .contains("not restarted: its interface is not autostart")
             .then_some(())
     })?;
@@ -660,7 +659,7 @@ async fn the_master_publishes_events_registry_and_process_aborts() -> Result<()>
 
     let key = "e2e-pub";
     let (mut inst, _, m) = running(key, &[])?;
-    wait_registered(&inst, key, 1)?;
+    wait_registered(&inst, 1)?;
 
     // A registered client key may subscribe; the master's PUB socket is CURVE like the rest.
     let (cert, public) = client_key(&inst, "watcher", Some("watcher"))?;
@@ -678,7 +677,7 @@ async fn the_master_publishes_events_registry_and_process_aborts() -> Result<()>
     // A subscription takes a moment to reach the publisher (ZeroMQ's slow joiner).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let gw = gateway_pid(&inst, key, None)?;
+    let gw = gateway_pid(&inst, None)?;
     kill(Pid::from_raw(gw), Signal::SIGKILL)?;
 
     let (mut aborted, mut stopped, mut restarted) = (None, false, false);

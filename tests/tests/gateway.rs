@@ -2,7 +2,7 @@
 //! serves REST over real sockets (HTTP, and HTTPS with certificates made here) and
 //! forwards to the master, the service process and the workflow process.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -10,162 +10,96 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sluice_e2e::{
-    alive, child_pid_from_log, eventually, free_port, output_text, Backend, Instance,
-};
+use sluice_e2e::gateway_node::{certificate, GatewayNode, Rest, GATEWAY};
+use sluice_e2e::{eventually, fixtures, free_port, output_text, yaml_files, Backend, Instance};
 
-const GATEWAY: &str = "http-gateway";
 const SVC: &str = "service-TEST-SVC-1.0";
 const WF: &str = "workflow-TEST-FLOW-1.0";
 const STOP_GRACE: Duration = Duration::from_secs(30);
 const SOON: Duration = Duration::from_secs(60);
+/// How long one request may take: long polls and a restarting gateway take a while.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn fixtures(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+/// A node with the gateway on a free port and the given interfaces loaded; the node, the
+/// port and a REST client for it.
+fn serving(
+    key: &str,
+    options: &[&str],
+    interfaces: &[PathBuf],
+) -> Result<(GatewayNode, u16, Rest)> {
+    let (node, port) = GatewayNode::listening(key, options, interfaces)?;
+    let rest = Rest::local(port, REQUEST_TIMEOUT)?;
+    Ok((node, port, rest))
 }
 
-fn load(inst: &Instance, files: &[PathBuf]) -> Result<()> {
-    let mut args = vec!["load".to_string()];
-    args.extend(files.iter().map(|p| p.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = inst.sluice(&args)?;
-    anyhow::ensure!(out.status.success(), "sluice load: {}", output_text(&out));
-    Ok(())
+/// [`serving`] with TEST-SVC loaded, once its process is ready.
+fn serving_test_svc(key: &str) -> Result<(GatewayNode, u16, Rest)> {
+    let services = [fixtures("services").join("TEST-SVC-1.0.qsd.yaml")];
+    let (node, port, rest) = serving(key, &[], &services)?;
+    node.wait_log(SVC, "ready:")?;
+    Ok((node, port, rest))
 }
 
-fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
-        .collect();
-    files.sort();
-    Ok(files)
+/// Creates an order with a POST of `body` to `path`, which must answer 201 Created; the
+/// order's id.
+async fn create_order(rest: &Rest, path: &str, body: Value) -> Result<i64> {
+    let (status, created) = rest.post(path, body).await?;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["workflow_instanceid"]
+        .as_i64()
+        .context("an order id")
 }
 
-/// A running master whose gateway listens on the given options.
-struct Node {
-    inst: Instance,
-    key: String,
-    master: usize,
+/// Sends `body` as it is, for what `Rest`'s JSON cannot say (YAML, malformed JSON).
+async fn send_body(
+    rest: &Rest,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: &'static str,
+) -> Result<reqwest::Response> {
+    Ok(rest
+        .http
+        .request(method, rest.url(path))
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await?)
 }
 
-impl Node {
-    fn start(key: &str, options: &[&str], interfaces: &[PathBuf]) -> Result<Node> {
-        let mut inst = Instance::new(Backend::Sqlite, key, options)?;
-        let out = inst.sluice(&["schema", "create"])?;
-        anyhow::ensure!(out.status.success(), "{}", output_text(&out));
-        if !interfaces.is_empty() {
-            load(&inst, interfaces)?;
-        }
-        let master = inst.start_master(&[])?;
-        inst.wait_ready(master)?;
-        let node = Node {
-            inst,
-            key: key.to_string(),
-            master,
-        };
-        node.wait_log(GATEWAY, "HTTP gateway listening on")?;
-        Ok(node)
-    }
-
-    fn log(&self, process: &str) -> String {
-        std::fs::read_to_string(self.inst.log_file(&self.key, process)).unwrap_or_default()
-    }
-
-    fn wait_log(&self, process: &str, text: &str) -> Result<()> {
-        eventually(SOON, &format!("{text:?} in the {process} log"), || {
-            self.log(process).contains(text).then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "master log:\n{}\n{process} log:\n{}",
-                self.log("master"),
-                self.log(process)
-            )
-        })
-    }
-
-    fn gateway_pid(&self, not: Option<i32>) -> Result<i32> {
-        eventually(SOON, "the gateway's pid", || {
-            child_pid_from_log(&self.log("master"), GATEWAY)
-                .filter(|p| Some(*p) != not && alive(*p))
-        })
-    }
-
-    fn stop(mut self) -> Result<()> {
-        let code = self.inst.stop(self.master, STOP_GRACE)?.code();
-        assert_eq!(code, Some(0), "master exit");
-        Ok(())
-    }
+/// A GET with one extra header, whose reply the caller reads as it is.
+async fn get_with_header(
+    rest: &Rest,
+    path: &str,
+    name: &str,
+    value: &str,
+) -> Result<reqwest::Response> {
+    Ok(rest
+        .http
+        .get(rest.url(path))
+        .header(name, value)
+        .send()
+        .await?)
 }
 
-/// A small REST client: JSON in, `(status, JSON)` out.
-struct Rest {
-    http: reqwest::Client,
-    base: String,
+/// A one-time token for a WebSocket that needs one (`/remote-command`).
+async fn ws_token(rest: &Rest) -> Result<String> {
+    let (_, token) = rest.get("/api/latest/system/wstoken").await?;
+    Ok(token.as_str().context("a token")?.to_string())
 }
 
-impl Rest {
-    fn new(base: String) -> Result<Rest> {
-        Ok(Rest {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(90))
-                .build()?,
-            base,
-        })
-    }
+/// Asserts a reply is 200 OK; its body.
+#[track_caller]
+fn ok((status, reply): (StatusCode, Value)) -> Value {
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply
+}
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(StatusCode, Value)> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        let value = serde_json::from_str(&text)
-            .with_context(|| format!("{method} {path}: {status}, not JSON: {text:?}"))?;
-        Ok((status, value))
-    }
-
-    async fn get(&self, path: &str) -> Result<(StatusCode, Value)> {
-        self.send(Method::GET, path, None).await
-    }
-
-    async fn put(&self, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
-        self.send(Method::PUT, path, body).await
-    }
-
-    /// GETs until `check` accepts the reply.
-    async fn poll(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = std::time::Instant::now() + SOON;
-        loop {
-            if let Ok((StatusCode::OK, value)) = self.get(path).await {
-                if check(&value) {
-                    return Ok(value);
-                }
-                if std::time::Instant::now() > deadline {
-                    bail!("timed out waiting for {what}: last {value}");
-                }
-            } else if std::time::Instant::now() > deadline {
-                bail!("timed out waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+/// Asserts a reply is an error with this status and Qorus error code; its body.
+#[track_caller]
+fn refused((status, reply): (StatusCode, Value), want: StatusCode, err: &str) -> Value {
+    assert_eq!((status, &reply["err"]), (want, &json!(err)), "{reply}");
+    reply
 }
 
 /// The REST API against a real node: system views, a service method (value, exception,
@@ -173,16 +107,12 @@ impl Rest {
 /// gateway killed with SIGKILL that the master restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rest_api_against_a_running_node() -> Result<()> {
-    let port = free_port();
-    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
     let mut interfaces = vec![fixtures("services").join("TEST-SVC-1.0.qsd.yaml")];
     interfaces.extend(yaml_files(&fixtures("flow"))?);
-    let node = Node::start("e2e-gw-rest", &[&listener], &interfaces)?;
-    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
+    let (node, port, rest) = serving("e2e-gw-rest", &[], &interfaces)?;
 
     // ---- system
-    let (status, info) = rest.get("/api/public/info").await?;
-    assert_eq!(status, StatusCode::OK, "{info}");
+    let info = ok(rest.get("/api/public/info").await?);
     assert_eq!(info["instance-key"], "e2e-gw-rest");
     assert_eq!(info["pid"], node.inst.pid(node.master));
     assert_eq!(info["status"], "running");
@@ -195,8 +125,7 @@ async fn rest_api_against_a_running_node() -> Result<()> {
             .any(|e| e["network_id"] == GATEWAY && e["status"] == "running")),
         "{processes}"
     );
-    let (status, health) = rest.get("/api/latest/system/health").await?;
-    assert_eq!(status, StatusCode::OK);
+    let health = ok(rest.get("/api/latest/system/health").await?);
     assert!(
         ["GREEN", "YELLOW"].contains(&health["health"].as_str().unwrap_or_default()),
         "{health}"
@@ -226,14 +155,15 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         .put("/api/latest/services/TEST-SVC/echo/call?args=hello", None)
         .await?;
     assert_eq!((status, value), (StatusCode::OK, json!(["hello"])));
-    let (status, err) = rest
-        .put(
+    let err = refused(
+        rest.put(
             "/api/latest/services/TEST-SVC/fail?action=call",
             Some(json!({"args": "boom"})),
         )
-        .await?;
-    assert_eq!(status, StatusCode::CONFLICT, "{err}");
-    assert_eq!(err["err"], "ValueError");
+        .await?,
+        StatusCode::CONFLICT,
+        "ValueError",
+    );
     assert_eq!(err["desc"], "boom");
     assert_eq!(err["info"]["type"], "ValueError");
     assert!(
@@ -243,17 +173,17 @@ async fn rest_api_against_a_running_node() -> Result<()> {
             .contains("in fail"),
         "{err}"
     );
-    let (status, err) = rest
-        .put("/api/latest/services/TEST-SVC/secret?action=call", None)
-        .await?;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
-    assert_eq!(err["err"], "AUTHORIZATION-ERROR");
-    let (status, err) = rest
-        .put("/api/latest/services/NO-SUCH-SVC/echo?action=call", None)
-        .await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::NOT_FOUND, json!("SERVICE-NOT-FOUND"))
+    refused(
+        rest.put("/api/latest/services/TEST-SVC/secret?action=call", None)
+            .await?,
+        StatusCode::FORBIDDEN,
+        "AUTHORIZATION-ERROR",
+    );
+    refused(
+        rest.put("/api/latest/services/NO-SUCH-SVC/echo?action=call", None)
+            .await?,
+        StatusCode::NOT_FOUND,
+        "SERVICE-NOT-FOUND",
     );
     let (_, services) = rest.get("/api/latest/services").await?;
     assert!(
@@ -262,30 +192,26 @@ async fn rest_api_against_a_running_node() -> Result<()> {
             .is_some_and(|s| s.iter().any(|s| s["name"] == "TEST-SVC")),
         "{services}"
     );
-    let (status, service) = rest.get("/api/latest/services/TEST-SVC").await?;
-    assert_eq!(status, StatusCode::OK, "{service}");
-    let (status, groups) = rest.get("/api/latest/groups").await?;
-    assert_eq!(status, StatusCode::OK, "{groups}");
+    ok(rest.get("/api/latest/services/TEST-SVC").await?);
+    let groups = ok(rest.get("/api/latest/groups").await?);
     assert!(groups.is_array(), "{groups}");
     let (status, jobs) = rest.get("/api/latest/jobs").await?;
     assert_eq!((status, jobs), (StatusCode::OK, json!([])));
-    let (status, err) = rest.get("/api/latest/jobs/NOPE").await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::NOT_FOUND, json!("NOT-FOUND"))
+    refused(
+        rest.get("/api/latest/jobs/NOPE").await?,
+        StatusCode::NOT_FOUND,
+        "NOT-FOUND",
     );
 
     // ---- YAML in and out
-    let response = rest
-        .http
-        .put(format!(
-            "{}/api/latest/services/TEST-SVC/echo/call",
-            rest.base
-        ))
-        .header("Content-Type", "application/x-yaml")
-        .body("args:\n  - 1\n  - two\n  - {three: 3}\n")
-        .send()
-        .await?;
+    let response = send_body(
+        &rest,
+        Method::PUT,
+        "/api/latest/services/TEST-SVC/echo/call",
+        "application/x-yaml",
+        "args:\n  - 1\n  - two\n  - {three: 3}\n",
+    )
+    .await?;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-type"],
@@ -302,49 +228,32 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     // ---- orders
     node.wait_log(WF, "ready:")?;
     let out = node.inst.home().join("effects.txt");
-    let response = rest
-        .http
-        .post(format!(
-            "{}/api/latest/workflows/TEST-FLOW?action=createOrder",
-            rest.base
-        ))
-        .json(&json!({"staticdata": {"out": out}, "orderkeys": {"ref": "R-1"}}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let created: Value = response.json().await?;
-    let id = created["workflow_instanceid"]
-        .as_i64()
-        .context("an order id")?;
-    let order = rest
-        .poll(
-            &format!("/api/latest/orders/{id}"),
-            "the order to complete",
-            |o| o["workflowstatus"] == "COMPLETE",
-        )
-        .await?;
+    let id = create_order(
+        &rest,
+        "/api/latest/workflows/TEST-FLOW?action=createOrder",
+        json!({"staticdata": {"out": out}, "orderkeys": {"ref": "R-1"}}),
+    )
+    .await?;
+    let order = order_until(&rest, id, "the order to complete", |o| {
+        o["workflowstatus"] == "COMPLETE"
+    })
+    .await?;
     assert_eq!(order["keys"]["ref"], json!(["R-1"]));
     assert_eq!(order["steps"].as_array().map(Vec::len), Some(4), "{order}");
-    let (status, err) = rest
-        .put(&format!("/api/latest/orders/{id}?action=block"), None)
-        .await?;
-    assert_eq!(status, StatusCode::CONFLICT, "{err}");
-    assert_eq!(err["err"], "STATUS-ERROR");
+    refused(
+        rest.put(&format!("/api/latest/orders/{id}?action=block"), None)
+            .await?,
+        StatusCode::CONFLICT,
+        "STATUS-ERROR",
+    );
 
     // A scheduled order, acted on with both forms of the action.
-    let response = rest
-        .http
-        .post(format!(
-            "{}/api/latest/workflows/TEST-FLOW/createOrder",
-            rest.base
-        ))
-        .json(&json!({"staticdata": {"out": out}, "scheduled": "2100-01-01T00:00:00Z"}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let later = response.json::<Value>().await?["workflow_instanceid"]
-        .as_i64()
-        .context("an order id")?;
+    let later = create_order(
+        &rest,
+        "/api/latest/workflows/TEST-FLOW/createOrder",
+        json!({"staticdata": {"out": out}, "scheduled": "2100-01-01T00:00:00Z"}),
+    )
+    .await?;
     for (path, body, status_after) in [
         (
             format!("/api/latest/orders/{later}?action=block"),
@@ -381,13 +290,12 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         assert_eq!(status, StatusCode::OK, "{path}: {reply}");
         assert_eq!(reply["workflowstatus"], status_after, "{path}: {reply}");
     }
-    let (status, note) = rest
+    let note = ok(rest
         .put(
             &format!("/api/latest/orders/{later}?action=notes&note=checked"),
             None,
         )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{note}");
+        .await?);
     assert!(note["noteid"].is_i64(), "{note}");
     let order = rest.get(&format!("/api/latest/orders/{later}")).await?.1;
     assert_eq!(order["priority"], 7);
@@ -405,34 +313,30 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         })
         .unwrap_or_default();
     assert_eq!(ids, vec![later, id], "newest first");
-    let (status, err) = rest.get("/api/latest/orders/999999").await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::NOT_FOUND, json!("WORKFLOW-ORDER-NOT-FOUND"))
+    refused(
+        rest.get("/api/latest/orders/999999").await?,
+        StatusCode::NOT_FOUND,
+        "WORKFLOW-ORDER-NOT-FOUND",
     );
-    let (status, err) = rest
-        .send(
-            Method::POST,
+    refused(
+        rest.post(
             "/api/latest/workflows/NO-SUCH-FLOW?action=createOrder",
-            Some(json!({"staticdata": {}})),
+            json!({"staticdata": {}}),
         )
-        .await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::NOT_FOUND, json!("UNKNOWN-WORKFLOW"))
+        .await?,
+        StatusCode::NOT_FOUND,
+        "UNKNOWN-WORKFLOW",
     );
 
     // ---- malformed input and unknown routes: clear errors, and the gateway stays up
-    let response = rest
-        .http
-        .post(format!(
-            "{}/api/latest/workflows/TEST-FLOW?action=createOrder",
-            rest.base
-        ))
-        .header("Content-Type", "application/json")
-        .body("{\"staticdata\": {")
-        .send()
-        .await?;
+    let response = send_body(
+        &rest,
+        Method::POST,
+        "/api/latest/workflows/TEST-FLOW?action=createOrder",
+        "application/json",
+        "{\"staticdata\": {",
+    )
+    .await?;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let err: Value = response.json().await?;
     assert_eq!(err["err"], "BAD-REQUEST");
@@ -443,10 +347,10 @@ async fn rest_api_against_a_running_node() -> Result<()> {
             .contains("not valid JSON"),
         "{err}"
     );
-    let (status, err) = rest.get("/api/latest/no/such/route").await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::NOT_FOUND, json!("NOT-FOUND"))
+    refused(
+        rest.get("/api/latest/no/such/route").await?,
+        StatusCode::NOT_FOUND,
+        "NOT-FOUND",
     );
     let (status, err) = rest
         .put("/api/latest/orders/1?action=explode", None)
@@ -461,12 +365,8 @@ async fn rest_api_against_a_running_node() -> Result<()> {
         let mut answer = Vec::new();
         let _ = raw.read_to_end(&mut answer);
     }
-    let response = rest
-        .http
-        .get(format!("{}/api/public/info", rest.base))
-        .header("X-Request-Id", "e2e-request-1")
-        .send()
-        .await?;
+    let response =
+        get_with_header(&rest, "/api/public/info", "X-Request-Id", "e2e-request-1").await?;
     assert_eq!(response.status(), StatusCode::OK, "the gateway is still up");
     assert_eq!(response.headers()["x-request-id"], "e2e-request-1");
     let access = node.log(GATEWAY);
@@ -497,28 +397,6 @@ async fn rest_api_against_a_running_node() -> Result<()> {
     node.stop()
 }
 
-/// A CA and a certificate it signed for 127.0.0.1, written as `NAME.crt` (the chain) and
-/// `NAME.key`; returns the CA's PEM for the client to trust.
-fn certificate(dir: &Path, name: &str) -> Result<String> {
-    let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = rcgen::KeyPair::generate()?;
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
-    std::fs::write(
-        dir.join(format!("{name}.crt")),
-        format!("{}{}", cert.pem(), ca.pem()),
-    )?;
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem())?;
-    Ok(ca.pem())
-}
-
 fn trusting(ca_pem: &str) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .use_rustls_tls()
@@ -542,7 +420,7 @@ async fn https_on_two_ports_and_a_graceful_stop() -> Result<()> {
          127.0.0.1:{p2}{{cert={dir}/two.crt;key={dir}/two.key}}"
     );
     let http = format!("qorus.http-server: 127.0.0.1:{plain}");
-    let node = Node::start("e2e-gw-tls", &[&secure, &http], &[])?;
+    let node = GatewayNode::start("e2e-gw-tls", &[&secure, &http], &[])?;
 
     let one = trusting(&ca_one)?;
     let two = trusting(&ca_two)?;
@@ -565,7 +443,7 @@ async fn https_on_two_ports_and_a_graceful_stop() -> Result<()> {
             .is_err(),
         "port {p2} must not present the first listener's certificate"
     );
-    let rest = Rest::new(format!("http://127.0.0.1:{plain}"))?;
+    let rest = Rest::local(plain, REQUEST_TIMEOUT)?;
     assert_eq!(rest.get("/api/public/info").await?.0, StatusCode::OK);
 
     // A long poll in flight when the master stops the gateway completes.
@@ -606,9 +484,7 @@ async fn a_listener_that_cannot_start_stops_the_master() -> Result<()> {
     let port = taken.local_addr()?.port();
     let listener = format!("qorus.http-server: 127.0.0.1:{port}");
     let mut inst = Instance::new(Backend::Sqlite, "e2e-gw-taken", &[&listener])?;
-    let master = inst.start_master(&["--create-schema"])?;
-    let status = inst.wait_exit(master, SOON)?;
-    let stderr = inst.stderr(master);
+    let (status, stderr) = inst.refused_start(&["--create-schema"], SOON)?;
     assert_eq!(status.code(), Some(69), "{stderr}");
     assert!(stderr.contains("startup step 7 failed"), "{stderr}");
     assert!(
@@ -629,9 +505,7 @@ async fn a_listener_that_cannot_start_stops_the_master() -> Result<()> {
         bad.display()
     );
     let mut inst = Instance::new(Backend::Sqlite, "e2e-gw-badcert", &[&secure])?;
-    let master = inst.start_master(&["--create-schema"])?;
-    let status = inst.wait_exit(master, SOON)?;
-    let stderr = inst.stderr(master);
+    let (status, stderr) = inst.refused_start(&["--create-schema"], SOON)?;
     assert_eq!(status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("startup step 7 failed: HTTP listener 127.0.0.1:"),
@@ -646,40 +520,32 @@ async fn a_listener_that_cannot_start_stops_the_master() -> Result<()> {
 /// `data` compressed with the codec of an HTTP token (the same codecs the gateway uses,
 /// driven here directly).
 async fn compressed(token: &str, data: &[u8]) -> Result<Vec<u8>> {
-    use async_compression::tokio::bufread as codec;
-    use tokio::io::AsyncReadExt;
-    let mut out = Vec::new();
-    match token {
-        "gzip" => codec::GzipEncoder::new(data).read_to_end(&mut out).await?,
-        "deflate" => codec::ZlibEncoder::new(data).read_to_end(&mut out).await?,
-        "br" => {
-            codec::BrotliEncoder::new(data)
-                .read_to_end(&mut out)
-                .await?
-        }
-        "zstd" => codec::ZstdEncoder::new(data).read_to_end(&mut out).await?,
-        "bzip2" | "x-bzip2" | "bzip" => codec::BzEncoder::new(data).read_to_end(&mut out).await?,
-        other => bail!("no codec for {other}"),
-    };
-    Ok(out)
+    through_codec(token, data, false).await
 }
 
 async fn decompressed(token: &str, data: &[u8]) -> Result<Vec<u8>> {
+    through_codec(token, data, true).await
+}
+
+async fn through_codec(token: &str, data: &[u8], decode: bool) -> Result<Vec<u8>> {
     use async_compression::tokio::bufread as codec;
-    use tokio::io::AsyncReadExt;
-    let mut out = Vec::new();
-    match token {
-        "gzip" => codec::GzipDecoder::new(data).read_to_end(&mut out).await?,
-        "deflate" => codec::ZlibDecoder::new(data).read_to_end(&mut out).await?,
-        "br" => {
-            codec::BrotliDecoder::new(data)
-                .read_to_end(&mut out)
-                .await?
-        }
-        "zstd" => codec::ZstdDecoder::new(data).read_to_end(&mut out).await?,
-        "bzip2" | "x-bzip2" | "bzip" => codec::BzDecoder::new(data).read_to_end(&mut out).await?,
-        other => bail!("no codec for {other}"),
+    use std::pin::Pin;
+    use tokio::io::{AsyncRead, AsyncReadExt};
+    let mut reader: Pin<Box<dyn AsyncRead + Send + '_>> = match (token, decode) {
+        ("gzip", false) => Box::pin(codec::GzipEncoder::new(data)),
+        ("gzip", true) => Box::pin(codec::GzipDecoder::new(data)),
+        ("deflate", false) => Box::pin(codec::ZlibEncoder::new(data)),
+        ("deflate", true) => Box::pin(codec::ZlibDecoder::new(data)),
+        ("br", false) => Box::pin(codec::BrotliEncoder::new(data)),
+        ("br", true) => Box::pin(codec::BrotliDecoder::new(data)),
+        ("zstd", false) => Box::pin(codec::ZstdEncoder::new(data)),
+        ("zstd", true) => Box::pin(codec::ZstdDecoder::new(data)),
+        ("bzip2" | "x-bzip2" | "bzip", false) => Box::pin(codec::BzEncoder::new(data)),
+        ("bzip2" | "x-bzip2" | "bzip", true) => Box::pin(codec::BzDecoder::new(data)),
+        (other, _) => bail!("no codec for {other}"),
     };
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).await?;
     Ok(out)
 }
 
@@ -687,16 +553,8 @@ async fn decompressed(token: &str, data: &[u8]) -> Result<Vec<u8>> {
 /// method call; a decompression bomb is refused with 413 and the gateway serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compressed_bodies_both_ways() -> Result<()> {
-    let port = free_port();
-    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
-    let services = [fixtures("services").join("TEST-SVC-1.0.qsd.yaml")];
-    let node = Node::start("e2e-gw-zip", &[&listener], &services)?;
-    node.wait_log(SVC, "ready:")?;
-    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
-    let call = format!(
-        "{}/api/latest/services/TEST-SVC/echo?action=call",
-        rest.base
-    );
+    let (node, _, rest) = serving_test_svc("e2e-gw-zip")?;
+    let call = rest.url("/api/latest/services/TEST-SVC/echo?action=call");
     let text: String = (0..200).map(|i| format!("word {i} ")).collect();
     let body = json!({"args": [text, 42]}).to_string();
     for (token, answer) in [
@@ -730,19 +588,15 @@ async fn compressed_bodies_both_ways() -> Result<()> {
         assert_eq!(value, json!([text, 42]), "{token}");
     }
     // By q-value, and a small reply is sent as it is.
-    let response = rest
-        .http
-        .get(format!("{}/api/latest/openapi.json", rest.base))
-        .header("Accept-Encoding", "gzip;q=0.5, br;q=0.9, zstd;q=0")
-        .send()
-        .await?;
+    let response = get_with_header(
+        &rest,
+        "/api/latest/openapi.json",
+        "Accept-Encoding",
+        "gzip;q=0.5, br;q=0.9, zstd;q=0",
+    )
+    .await?;
     assert_eq!(response.headers()["content-encoding"], "br");
-    let response = rest
-        .http
-        .get(format!("{}/api/public/info", rest.base))
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await?;
+    let response = get_with_header(&rest, "/api/public/info", "Accept-Encoding", "gzip").await?;
     assert!(response.headers().get("content-encoding").is_none());
 
     // 256 MiB of zeros in a few KiB: refused once 16 MiB are decoded.
@@ -769,8 +623,8 @@ async fn compressed_bodies_both_ways() -> Result<()> {
         .send()
         .await?;
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (status, info) = rest.get("/api/public/info").await?;
-    assert_eq!(status, StatusCode::OK, "the gateway is still up: {info}");
+    // The gateway is still up.
+    ok(rest.get("/api/public/info").await?);
     node.stop()
 }
 
@@ -814,12 +668,7 @@ async fn next_text(socket: &mut Socket, within: Duration) -> Result<Option<Strin
 async fn websockets_against_a_running_node() -> Result<()> {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let port = free_port();
-    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
-    let services = [fixtures("services").join("TEST-SVC-1.0.qsd.yaml")];
-    let node = Node::start("e2e-gw-ws", &[&listener], &services)?;
-    node.wait_log(SVC, "ready:")?;
-    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
+    let (node, port, rest) = serving_test_svc("e2e-gw-ws")?;
 
     // ---- /apievents: a user event raised by the service, through a filter
     let mut events = socket(port, "/apievents", None).await?;
@@ -881,7 +730,7 @@ async fn websockets_against_a_running_node() -> Result<()> {
     }
     let response = rest
         .http
-        .get(format!("{}/log/services/NO-SUCH-SVC", rest.base))
+        .get(rest.url("/log/services/NO-SUCH-SVC"))
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
@@ -891,11 +740,7 @@ async fn websockets_against_a_running_node() -> Result<()> {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // ---- malformed: not a handshake, and an unmasked frame
-    let response = rest
-        .http
-        .get(format!("{}/apievents", rest.base))
-        .send()
-        .await?;
+    let response = rest.http.get(rest.url("/apievents")).send().await?;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let err: Value = response.json().await?;
     assert!(
@@ -941,7 +786,7 @@ async fn websockets_against_a_running_node() -> Result<()> {
     let upload = |name: &'static str, dir: Option<String>| {
         let mut request = rest
             .http
-            .post(format!("{}/raw/remote-file", rest.base))
+            .post(rest.url("/raw/remote-file"))
             .header("filepath", name);
         if let Some(dir) = dir {
             request = request.header("dir", dir);
@@ -961,13 +806,7 @@ async fn websockets_against_a_running_node() -> Result<()> {
     assert_eq!(upload("jobs.py", Some(dir.clone())).await?, dir);
     let uploaded = node.inst.home().join("user/remote").join(&dir);
     assert!(uploaded.join("jobs.py").is_file(), "{}", uploaded.display());
-    let token: String = rest
-        .get("/api/latest/system/wstoken")
-        .await?
-        .1
-        .as_str()
-        .context("a token")?
-        .to_string();
+    let token = ws_token(&rest).await?;
     let mut command = socket(port, "/remote-command", Some(&token)).await?;
     command
         .send(Message::text(format!(
@@ -994,13 +833,7 @@ async fn websockets_against_a_running_node() -> Result<()> {
         "{listed}"
     );
     // The same through the socket, and a used token is refused.
-    let token: String = rest
-        .get("/api/latest/system/wstoken")
-        .await?
-        .1
-        .as_str()
-        .context("a token")?
-        .to_string();
+    let token = ws_token(&rest).await?;
     let mut view = socket(port, &format!("/remote-command?token={token}"), None).await?;
     view.send(Message::text("cmd: oview")).await?;
     let mut shown = String::new();
@@ -1011,7 +844,7 @@ async fn websockets_against_a_running_node() -> Result<()> {
     assert!(socket(port, "/remote-command", Some(&token)).await.is_err());
     let response = rest
         .http
-        .delete(format!("{}/raw/remote-file", rest.base))
+        .delete(rest.url("/raw/remote-file"))
         .header("dir", &dir)
         .send()
         .await?;
@@ -1044,17 +877,13 @@ async fn flow_until(rest: &Rest, what: &str, check: impl Fn(&Value) -> bool) -> 
 /// log lines, and a shutdown over REST that stops the master with status 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
-    let port = free_port();
-    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
-    let mut node = Node::start("e2e-gw-wf", &[&listener], &yaml_files(&fixtures("flow"))?)?;
+    let (mut node, port, rest) = serving("e2e-gw-wf", &[], &yaml_files(&fixtures("flow"))?)?;
     node.wait_log(WF, "ready:")?;
-    let rest = Rest::new(format!("http://127.0.0.1:{port}"))?;
     let out = node.inst.home().join("effects.txt");
     let running = |w: &Value| w["status"] == "running";
 
     // ---- list and get
-    let (status, list) = rest.get("/api/latest/workflows").await?;
-    assert_eq!(status, StatusCode::OK, "{list}");
+    let list = ok(rest.get("/api/latest/workflows").await?);
     let flow = &list[0];
     assert_eq!(
         (&flow["name"], &flow["version"], &flow["autostart"]),
@@ -1066,8 +895,7 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
     assert_eq!(flow["network_id"], WF, "{flow}");
     assert_eq!(flow["TOTAL"], 0);
     let workflowid = flow["workflowid"].as_i64().context("a workflowid")?;
-    let (status, one) = rest.get("/api/latest/workflows/TEST-FLOW").await?;
-    assert_eq!(status, StatusCode::OK, "{one}");
+    let one = ok(rest.get("/api/latest/workflows/TEST-FLOW").await?);
     let steps: Vec<&str> = one["steps"]
         .as_array()
         .context("steps")?
@@ -1087,34 +915,31 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
         .get(&format!("/api/latest/workflows/{workflowid}"))
         .await?;
     assert_eq!(by_id["name"], "TEST-FLOW");
-    let (status, err) = rest.get("/api/latest/workflows/NO-SUCH-FLOW").await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::NOT_FOUND, json!("UNKNOWN-WORKFLOW"))
+    refused(
+        rest.get("/api/latest/workflows/NO-SUCH-FLOW").await?,
+        StatusCode::NOT_FOUND,
+        "UNKNOWN-WORKFLOW",
     );
 
     // ---- stop and start
-    let (status, reply) = rest
+    let reply = ok(rest
         .put("/api/latest/workflows/TEST-FLOW?action=stop", None)
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+        .await?);
     assert_eq!(reply, json!({"network_id": WF, "status": "stopped"}));
     assert_eq!(
         rest.get("/api/latest/workflows/TEST-FLOW").await?.1["status"],
         "stopped"
     );
-    let (status, reply) = rest
+    let reply = ok(rest
         .put(&format!("/api/latest/workflows/{workflowid}/start"), None)
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+        .await?);
     assert_eq!(reply["status"], "starting");
     flow_until(&rest, "the workflow to run again", running).await?;
 
     // ---- disable: no new orders, the process stops; enable starts it again
-    let (status, reply) = rest
+    let reply = ok(rest
         .put("/api/latest/workflows/TEST-FLOW/disable", None)
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+        .await?);
     assert_eq!(
         (&reply["enabled"], &reply["changed"], &reply["process"]),
         (&json!(false), &json!(true), &json!("stopped")),
@@ -1125,63 +950,55 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
         (&flow["enabled"], &flow["status"]),
         (&json!(false), &json!("stopped"))
     );
-    let (status, err) = rest
-        .send(
-            Method::POST,
+    refused(
+        rest.post(
             "/api/latest/workflows/TEST-FLOW?action=createOrder",
-            Some(json!({"staticdata": {"out": out}})),
+            json!({"staticdata": {"out": out}}),
         )
-        .await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::CONFLICT, json!("STATUS-ERROR")),
-        "{err}"
+        .await?,
+        StatusCode::CONFLICT,
+        "STATUS-ERROR",
     );
-    let (status, err) = rest
-        .put("/api/latest/workflows/TEST-FLOW?action=start", None)
-        .await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::CONFLICT, json!("STATUS-ERROR")),
-        "a disabled workflow does not start: {err}"
+    // Nor does it start.
+    refused(
+        rest.put("/api/latest/workflows/TEST-FLOW?action=start", None)
+            .await?,
+        StatusCode::CONFLICT,
+        "STATUS-ERROR",
     );
-    let (status, reply) = rest
+    let reply = ok(rest
         .put("/api/latest/workflows/TEST-FLOW?action=enable", None)
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+        .await?);
     assert_eq!(reply["process"], "starting", "{reply}");
     flow_until(&rest, "the enabled workflow to run", running).await?;
 
     // ---- setAutostart: 0 stops it, 1 starts it
-    let (status, reply) = rest
+    let reply = ok(rest
         .put(
             "/api/latest/workflows/TEST-FLOW/setAutostart?autostart=0",
             None,
         )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+        .await?);
     assert_eq!(reply["process"], "stopped", "{reply}");
     let flow = rest.get("/api/latest/workflows/TEST-FLOW").await?.1;
     assert_eq!(
         (&flow["autostart"], &flow["status"]),
         (&json!(0), &json!("stopped"))
     );
-    let (status, reply) = rest
+    let reply = ok(rest
         .put(
             "/api/latest/workflows/TEST-FLOW?action=setAutostart",
             Some(json!({"autostart": 1})),
         )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+        .await?);
     assert_eq!(reply["process"], "starting", "{reply}");
     flow_until(&rest, "the workflow to run with autostart 1", running).await?;
     node.wait_log(WF, "ready:")?;
 
     // ---- reset: the running process loads its code again
-    let (status, reply) = rest
+    let reply = ok(rest
         .put("/api/latest/workflows/TEST-FLOW?action=reset", None)
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+        .await?);
     assert!(
         reply["message"]
             .as_str()
@@ -1191,14 +1008,12 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
     );
 
     // ---- execSynchronous: the order, COMPLETE
-    let (status, order) = rest
-        .send(
-            Method::POST,
+    let order = ok(rest
+        .post(
             "/api/latest/workflows/TEST-FLOW?action=execSynchronous",
-            Some(json!({"staticdata": {"out": out}, "orderkeys": {"ref": "SYNC-1"}})),
+            json!({"staticdata": {"out": out}, "orderkeys": {"ref": "SYNC-1"}}),
         )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{order}");
+        .await?);
     assert_eq!(order["workflowstatus"], "COMPLETE", "{order}");
     assert_eq!(order["keys"]["ref"], json!(["SYNC-1"]));
     assert_eq!(order["steps"].as_array().map(Vec::len), Some(4), "{order}");
@@ -1206,15 +1021,14 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
     // ---- a bulk retry of two orders in ERROR (and one that does not exist)
     let mut failed = Vec::new();
     for _ in 0..2 {
-        let (status, created) = rest
-            .send(
-                Method::POST,
+        failed.push(
+            create_order(
+                &rest,
                 "/api/latest/workflows/TEST-FLOW/createOrder",
-                Some(json!({"staticdata": {"out": out, "fail": {"Right": "business"}}})),
+                json!({"staticdata": {"out": out, "fail": {"Right": "business"}}}),
             )
-            .await?;
-        assert_eq!(status, StatusCode::CREATED, "{created}");
-        failed.push(created["workflow_instanceid"].as_i64().context("an id")?);
+            .await?,
+        );
     }
     for id in &failed {
         order_until(&rest, *id, "the order to fail", |o| {
@@ -1222,7 +1036,7 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
         })
         .await?;
     }
-    let (status, results) = rest
+    let results = ok(rest
         .put(
             &format!(
                 "/api/latest/orders?action=retry&ids={},{},999999",
@@ -1230,8 +1044,7 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
             ),
             None,
         )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{results}");
+        .await?);
     for (i, id) in failed.iter().enumerate() {
         assert_eq!(results[i]["workflow_instanceid"], *id, "{results}");
         assert_eq!(
@@ -1242,65 +1055,59 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
     assert_eq!(results[2]["err"], "WORKFLOW-ORDER-NOT-FOUND", "{results}");
 
     // ---- options: read, and and set
-    let (status, options) = rest.get("/api/latest/system/options").await?;
-    assert_eq!(status, StatusCode::OK);
+    let options = ok(rest.get("/api/latest/system/options").await?);
     assert!(
         options.as_array().is_some_and(|o| o
             .iter()
             .any(|o| o["name"] == "qorus.instance-key" && o["value"] == "e2e-gw-wf")),
         "{options}"
     );
-    let (status, one) = rest
+    let one = ok(rest
         .get("/api/latest/system/options/qorus.http-server")
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{one}");
+        .await?);
     assert_eq!(one["value"], format!("127.0.0.1:{port}"));
     // A runtime option changes at once; a startup-only one is refused, naming why.
-    let (status, set) = rest
+    let set = ok(rest
         .put(
             "/api/latest/system/options/max-events?action=set&value=5",
             None,
         )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{set}");
+        .await?);
     assert_eq!(
         (&set["name"], &set["value"]),
         (&json!("qorus.max-events"), &json!("5"))
     );
     let (_, one) = rest.get("/api/latest/system/options/max-events").await?;
     assert_eq!(one["value"], "5", "{one}");
-    let (status, err) = rest
-        .put(
+    let err = refused(
+        rest.put(
             "/api/latest/system/options/qorus.http-server?action=set&value=8099",
             None,
         )
-        .await?;
-    assert_eq!(status, StatusCode::CONFLICT, "{err}");
-    assert_eq!(err["err"], "OPTION-ERROR");
+        .await?,
+        StatusCode::CONFLICT,
+        "OPTION-ERROR",
+    );
     assert!(
         err["desc"].as_str().unwrap_or_default().contains("restart"),
         "{err}"
     );
-    let (status, err) = rest
-        .put(
+    refused(
+        rest.put(
             "/api/latest/system/options/max-events/set",
             Some(json!({"value": "zero"})),
         )
-        .await?;
-    assert_eq!(
-        (status, err["err"].clone()),
-        (StatusCode::BAD_REQUEST, json!("INVALID-ARGUMENT")),
-        "{err}"
+        .await?,
+        StatusCode::BAD_REQUEST,
+        "INVALID-ARGUMENT",
     );
 
     // ---- log lines
-    let (status, lines) = rest.get("/api/latest/system/logs/system?lines=5").await?;
-    assert_eq!(status, StatusCode::OK, "{lines}");
+    let lines = ok(rest.get("/api/latest/system/logs/system?lines=5").await?);
     assert_eq!(lines.as_array().map(Vec::len), Some(5), "{lines}");
-    let (status, lines) = rest
+    let lines = ok(rest
         .get("/api/latest/system/logs/workflows/TEST-FLOW?lines=500")
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{lines}");
+        .await?);
     assert!(
         lines.as_array().is_some_and(|l| l
             .iter()
@@ -1311,8 +1118,7 @@ async fn workflows_options_logs_and_shutdown_over_rest() -> Result<()> {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // ---- shutdown over REST: answered, then the master stops everything and exits 0
-    let (status, reply) = rest.put("/api/latest/system?action=shutdown", None).await?;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+    let reply = ok(rest.put("/api/latest/system?action=shutdown", None).await?);
     assert_eq!(reply["shutdown"], true);
     let exit = node.inst.wait_exit(node.master, STOP_GRACE)?;
     assert_eq!(exit.code(), Some(0), "{}", node.log("master"));
@@ -1359,11 +1165,9 @@ fn read_response(stream: &mut std::net::TcpStream) -> Result<String> {
 async fn connections_per_address_are_limited() -> Result<()> {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    let port = free_port();
-    let listener = format!("qorus.http-server: 127.0.0.1:{port}");
-    let node = Node::start(
+    let (node, port) = GatewayNode::listening(
         "e2e-gw-limit",
-        &[&listener, "qorus.http-max-connections-per-address: 3"],
+        &["qorus.http-max-connections-per-address: 3"],
         &[],
     )?;
     const REQUEST: &[u8] = b"GET /api/public/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";

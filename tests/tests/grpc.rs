@@ -4,33 +4,15 @@
 //! has no generated stubs here: it sends and receives raw bytes, which this test encodes
 //! and decodes with the generated messages.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use prost::Message;
 use serde_json::{json, Value};
-use sluice_e2e::{eventually, free_port, output_text, Backend, Instance};
+use sluice_e2e::gateway_node::{certificate, GatewayNode, Rest, GATEWAY};
+use sluice_e2e::{fixtures, free_port, output_text, yaml_files};
 use sluice_proto::v1::{JsonCall, JsonReply, SystemStatus};
-
-const STOP_GRACE: Duration = Duration::from_secs(30);
-const SOON: Duration = Duration::from_secs(60);
-
-fn load_services(inst: &Instance) -> Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/services");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
-        .collect();
-    files.sort();
-    let mut args = vec!["load".to_string()];
-    args.extend(files.iter().map(|p| p.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = inst.sluice(&args)?;
-    anyhow::ensure!(out.status.success(), "sluice load: {}", output_text(&out));
-    Ok(())
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -100,76 +82,27 @@ fn reply(got: &Value, i: usize) -> Result<Vec<u8>> {
     unhex(got[i]["reply"].as_str().with_context(|| format!("{got}"))?)
 }
 
-/// A CA and a certificate it signed for localhost, as `gw.crt` (the chain) and `gw.key`;
-/// the CA's PEM file.
-fn certificate(dir: &Path) -> Result<PathBuf> {
-    let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // Not rcgen's default name, which the certificate has: it would look self-signed.
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "grpc test CA");
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = rcgen::KeyPair::generate()?;
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
-    std::fs::write(dir.join("gw.crt"), format!("{}{}", cert.pem(), ca.pem()))?;
-    std::fs::write(dir.join("gw.key"), key.serialize_pem())?;
-    std::fs::write(dir.join("ca.pem"), ca.pem())?;
-    Ok(dir.join("ca.pem"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpcio_calls_a_service_method_and_the_status() -> Result<()> {
-    let (port, tls_port) = (free_port(), free_port());
+    let tls_port = free_port();
     let certs = tempfile::tempdir()?;
-    let ca = certificate(certs.path())?;
+    let ca_pem = certificate(certs.path(), "gw")?;
+    let ca = certs.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem)?;
     let dir = certs.path().display();
     let key = "e2e-grpc";
-    let mut inst = Instance::new(
-        Backend::Sqlite,
+    let (node, port) = GatewayNode::listening(
         key,
-        &[
-            &format!("qorus.http-server: 127.0.0.1:{port}"),
-            &format!("qorus.http-secure-server: 127.0.0.1:{tls_port}{{cert={dir}/gw.crt;key={dir}/gw.key}}"),
-        ],
+        &[&format!(
+            "qorus.http-secure-server: 127.0.0.1:{tls_port}{{cert={dir}/gw.crt;key={dir}/gw.key}}"
+        )],
+        &yaml_files(&fixtures("services"))?,
     )?;
-    let out = inst.sluice(&["schema", "create"])?;
-    anyhow::ensure!(out.status.success(), "{}", output_text(&out));
-    load_services(&inst)?;
-    let m = inst.start_master(&[])?;
-    inst.wait_ready(m)?;
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let rest = Rest::local(port, Duration::from_secs(60))?;
     let args = json!([1, "two", {"three": [3.5, true, null]}]);
 
-    // REST first (as tests/tests/rpc.rs): also waits for the gateway and the service.
-    let rest = eventually(SOON, "the service through REST", || {
-        let (http, base, args) = (http.clone(), base.clone(), args.clone());
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move {
-                let r = http
-                    .put(format!(
-                        "{base}/api/latest/services/TEST-SVC/echo?action=call"
-                    ))
-                    .json(&json!({"args": args}))
-                    .send()
-                    .await
-                    .ok()?;
-                if !r.status().is_success() {
-                    return None;
-                }
-                r.json::<Value>().await.ok()
-            })
-        })
-    })
-    .with_context(|| {
-        std::fs::read_to_string(inst.log_file(key, "http-gateway")).unwrap_or_default()
-    })?;
-    assert_eq!(rest, args);
+    // REST first (as tests/tests/rpc.rs): also waits for the service.
+    assert_eq!(node.echo_when_up(&rest, &args).await?, args);
 
     let calls = json!([
         [
@@ -223,9 +156,8 @@ async fn grpcio_calls_a_service_method_and_the_status() -> Result<()> {
     assert_eq!(got[3]["err"], "UNKNOWN-METHOD", "{got}");
 
     // The access log has the calls.
-    let log = std::fs::read_to_string(inst.log_file(key, "http-gateway"))?;
+    let log = node.log(GATEWAY);
     assert!(log.contains("POST /sluice.v1.SystemApi/Call"), "{log}");
 
-    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
-    Ok(())
+    node.stop()
 }

@@ -5,29 +5,24 @@
 //! Timing is never what a test asserts, beyond generous bounds: what runs, in which order,
 //! and what the database records.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use sluice_e2e::{child_pid_from_log, eventually, output_text, Backend, Db, Instance};
+use sluice_e2e::{
+    child_pid_from_log, eventually, fixtures, leading_number, on_both, output_text, Backend, Db,
+    Instance,
+};
 
 const STOP_GRACE: Duration = Duration::from_secs(30);
 const DONE: Duration = Duration::from_secs(60);
 
-async fn backend(name: &str) -> Result<Option<Backend>> {
-    match name {
-        "postgres" => Backend::postgres().await,
-        _ => Ok(Some(Backend::Sqlite)),
-    }
-}
-
 /// A running master with some of the fixture jobs loaded and their processes up.
 struct Jobs {
     inst: Instance,
-    key: String,
     master: usize,
     db: Db,
     /// Where the jobs write what they did (the fixture's `@OUT@`).
@@ -43,28 +38,19 @@ impl Jobs {
         let out = inst.home().join("job-out");
         std::fs::create_dir_all(&out)?;
         // The fixtures, with the jobs' output directory filled in.
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jobs");
         let copy = inst.home().join("job-defs");
         std::fs::create_dir_all(&copy)?;
-        for entry in std::fs::read_dir(&fixtures)? {
+        for entry in std::fs::read_dir(fixtures("jobs"))? {
             let path = entry?.path();
             let text = std::fs::read_to_string(&path)?.replace("@OUT@", &out.display().to_string());
             std::fs::write(copy.join(path.file_name().context("file name")?), text)?;
         }
-        let done = inst.sluice(&["schema", "create"])?;
-        assert!(done.status.success(), "{}", output_text(&done));
-        let files: Vec<String> = jobs
+        inst.create_schema()?;
+        let files: Vec<PathBuf> = jobs
             .iter()
-            .map(|j| {
-                copy.join(format!("{j}-1.0.qjob.yaml"))
-                    .display()
-                    .to_string()
-            })
+            .map(|j| copy.join(format!("{j}-1.0.qjob.yaml")))
             .collect();
-        let mut args = vec!["load"];
-        args.extend(files.iter().map(String::as_str));
-        let loaded = inst.sluice(&args)?;
-        assert!(loaded.status.success(), "{}", output_text(&loaded));
+        inst.load(&files)?;
         let cert = inst.admin_key()?.display().to_string();
         let mut inst = inst;
         let master = inst.start_master(&[])?;
@@ -72,7 +58,6 @@ impl Jobs {
         let db = inst.db().await?;
         let jobs_up = Jobs {
             inst,
-            key: key.to_string(),
             master,
             db,
             out,
@@ -85,20 +70,11 @@ impl Jobs {
     }
 
     fn log(&self, process: &str) -> String {
-        std::fs::read_to_string(self.inst.log_file(&self.key, process)).unwrap_or_default()
+        self.inst.log(process)
     }
 
     fn wait_log(&self, process: &str, text: &str) -> Result<()> {
-        eventually(DONE, &format!("{text:?} in the {process} log"), || {
-            self.log(process).contains(text).then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "master log:\n{}\n{process} log:\n{}",
-                sluice_e2e::tail(&self.inst.log_file(&self.key, "master"), 40),
-                self.log(process)
-            )
-        })
+        self.inst.wait_log(process, text, DONE)
     }
 
     /// `sluice job ARGS` over the cluster API.
@@ -150,6 +126,16 @@ impl Jobs {
                 Ok((id.parse()?, status.to_string()))
             })
             .collect()
+    }
+
+    /// Waits until GATE has a run in progress (held at its gate); the id of its first run.
+    async fn gate_run(&self) -> Result<i64> {
+        let runs = self
+            .wait_instances("GATE", "a run in progress", |i| {
+                i.iter().any(|(_, s)| s == "I")
+            })
+            .await?;
+        Ok(runs[0].0)
     }
 
     async fn wait_instances(
@@ -367,9 +353,7 @@ async fn run_now_and_schedule(b: Backend) -> Result<()> {
     let v2 = code.replace(r#""%d %d" % (me,"#, r#""%d %d v2" % (me,"#);
     assert_ne!(v2, code, "the fixture's tick line changed shape");
     std::fs::write(defs.join("jobs.py"), v2)?;
-    let yaml = defs.join("RUNNOW-1.0.qjob.yaml").display().to_string();
-    let loaded = jobs.inst.sluice(&["load", &yaml])?;
-    assert!(loaded.status.success(), "{}", output_text(&loaded));
+    jobs.inst.load(&[defs.join("RUNNOW-1.0.qjob.yaml")])?;
     let text = jobs.job_ok(&["reset", "RUNNOW"])?;
     assert!(text.contains("reset"), "{text}");
     jobs.job_ok(&["run", "RUNNOW"])?;
@@ -408,12 +392,7 @@ async fn run_now_and_schedule(b: Backend) -> Result<()> {
 /// runs again at its next time in the restarted process.
 async fn killed_job_process_run_is_crash(b: Backend) -> Result<()> {
     let jobs = Jobs::start(b, "e2e-job-kill", &["GATE"]).await?;
-    let first = jobs
-        .wait_instances("GATE", "a run in progress", |i| {
-            i.iter().any(|(_, s)| s == "I")
-        })
-        .await?;
-    let (running, _) = first[0].clone();
+    let running = jobs.gate_run().await?;
     eventually(DONE, "the run's start line", || {
         jobs.lines("gate.txt")
             .contains(&format!("start {running}"))
@@ -449,18 +428,12 @@ async fn killed_job_process_run_is_crash(b: Backend) -> Result<()> {
 async fn killed_runner_run_is_error(b: Backend) -> Result<()> {
     let jobs = Jobs::start(b, "e2e-job-kill-runner", &["GATE"]).await?;
     let pid = jobs.job_pid("GATE", None)?;
-    let first = jobs
-        .wait_instances("GATE", "a run in progress", |i| {
-            i.iter().any(|(_, s)| s == "I")
-        })
-        .await?;
-    let (running, _) = first[0].clone();
+    let running = jobs.gate_run().await?;
     let log = jobs.log(&net("GATE"));
     let runner: i32 = log
         .lines()
         .find_map(|l| l.split("runner pid ").nth(1))
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
+        .and_then(leading_number)
         .with_context(|| format!("no runner pid in\n{log}"))?;
     kill(Pid::from_raw(runner), Signal::SIGKILL)?;
     jobs.wait_instances("GATE", "the interrupted run ERROR", |i| {
@@ -535,12 +508,7 @@ async fn deactivation_stops_the_job(b: Backend) -> Result<()> {
 /// trigger still must not run once the run in progress ends.
 async fn deactivation_just_before_a_trigger_prevents_it(b: Backend) -> Result<()> {
     let jobs = Jobs::start(b, "e2e-job-race", &["GATE"]).await?;
-    let first = jobs
-        .wait_instances("GATE", "a run in progress", |i| {
-            i.iter().any(|(_, s)| s == "I")
-        })
-        .await?;
-    let (running, _) = first[0].clone();
+    let running = jobs.gate_run().await?;
     // The period is 1 s: the next trigger comes due while the gate is shut.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     jobs.db
@@ -675,37 +643,16 @@ async fn expiry_retires_the_job(b: Backend) -> Result<()> {
     jobs.stop().await
 }
 
-macro_rules! on_both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() -> Result<()> {
-                let b = backend("sqlite").await?.context("sqlite")?;
-                $body(b).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() -> Result<()> {
-                let Some(b) = backend("postgres").await? else {
-                    eprintln!("skipped: {} is not set", sluice_e2e::PG_URL_ENV);
-                    return Ok(());
-                };
-                $body(b).await
-            }
-        }
-    };
+on_both! {
+    (flavor = "multi_thread", worker_threads = 2)
+    recurring => recurring_job_runs_on_schedule,
+    no_overlap => slow_job_never_overlaps,
+    run_now => run_now_and_schedule,
+    kill_job_process => killed_job_process_run_is_crash,
+    kill_runner => killed_runner_run_is_error,
+    deactivate => deactivation_stops_the_job,
+    deactivation_race => deactivation_just_before_a_trigger_prevents_it,
+    exception => exception_gives_an_error_run,
+    state_data => state_data_across_runs,
+    expiry => expiry_retires_the_job,
 }
-
-on_both!(recurring, recurring_job_runs_on_schedule);
-on_both!(no_overlap, slow_job_never_overlaps);
-on_both!(run_now, run_now_and_schedule);
-on_both!(kill_job_process, killed_job_process_run_is_crash);
-on_both!(kill_runner, killed_runner_run_is_error);
-on_both!(deactivate, deactivation_stops_the_job);
-on_both!(
-    deactivation_race,
-    deactivation_just_before_a_trigger_prevents_it
-);
-on_both!(exception, exception_gives_an_error_run);
-on_both!(state_data, state_data_across_runs);
-on_both!(expiry, expiry_retires_the_job);

@@ -1,45 +1,29 @@
 //! End-to-end tests of `sluice load` (Qorus's oload) with the shipped example, as a user runs it.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::Result;
-use sluice_e2e::{output_text, Backend, Instance};
-
-fn example_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/order");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.to_string_lossy().ends_with(".yaml"));
-    files.sort();
-    files
-}
-
-fn load(inst: &Instance, files: &[PathBuf]) -> Result<std::process::Output> {
-    let mut args = vec!["load".to_string()];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    inst.sluice(&refs)
-}
+use sluice_e2e::{
+    assert_contains_all, examples, on_both_backends, output_text, yaml_files, Backend, Instance,
+};
 
 async fn example_loads_and_reloads(backend: Backend) -> Result<()> {
     let inst = Instance::new(backend, "e2e-load", &["qorus.audit: oload"])?;
-    assert!(inst.sluice(&["schema", "create"])?.status.success());
-    let files = example_files();
+    inst.create_schema()?;
+    let files = yaml_files(&examples("order"))?;
     assert_eq!(files.len(), 5, "{files:?}");
 
-    let out = load(&inst, &files)?;
+    let out = inst.load_output(&files)?;
     let shown = output_text(&out);
     assert!(out.status.success(), "{shown}");
-    for line in [
-        "created step ValidateOrder:1.0",
-        "created step ReserveStock:1.0",
-        "created step ChargePayment:1.0",
-        "created errors example-order-errors (2 error(s))",
-        "created workflow EXAMPLE-ORDER:1.0 (3 step(s))",
-    ] {
-        assert!(shown.contains(line), "missing {line:?} in:\n{shown}");
-    }
+    assert_contains_all(
+        &shown,
+        &[
+            "created step ValidateOrder:1.0",
+            "created step ReserveStock:1.0",
+            "created step ChargePayment:1.0",
+            "created errors example-order-errors (2 error(s))",
+            "created workflow EXAMPLE-ORDER:1.0 (3 step(s))",
+        ],
+    );
 
     let db = inst.db().await?;
     // The graph: both parallel steps wait for ValidateOrder, which waits for nothing.
@@ -86,7 +70,7 @@ async fn example_loads_and_reloads(backend: Backend) -> Result<()> {
     );
 
     // Loading the same files again changes no step.
-    let out = load(&inst, &files)?;
+    let out = inst.load_output(&files)?;
     let shown = output_text(&out);
     assert!(
         out.status.success() && shown.contains("unchanged step ValidateOrder:1.0"),
@@ -124,28 +108,20 @@ async fn example_loads_and_reloads(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn example_loads_and_reloads_sqlite() -> Result<()> {
-    example_loads_and_reloads(Backend::Sqlite).await
-}
-
-#[tokio::test]
-async fn example_loads_and_reloads_postgres() -> Result<()> {
-    match Backend::postgres().await? {
-        Some(b) => example_loads_and_reloads(b).await,
-        None => Ok(()),
-    }
+on_both_backends! {
+    example_loads_and_reloads_sqlite, example_loads_and_reloads_postgres
+        => example_loads_and_reloads;
 }
 
 #[tokio::test]
 async fn a_bad_file_loads_nothing_and_names_the_line() -> Result<()> {
     let inst = Instance::new(Backend::Sqlite, "e2e-load-bad", &[])?;
-    assert!(inst.sluice(&["schema", "create"])?.status.success());
+    inst.create_schema()?;
     // A copy of the example with one broken step file.
     let dir = inst.home().join("src");
     std::fs::create_dir_all(&dir)?;
     let mut files = Vec::new();
-    for f in example_files() {
+    for f in yaml_files(&examples("order"))? {
         let to = dir.join(f.file_name().unwrap_or_default());
         std::fs::copy(&f, &to)?;
         let py = f.with_extension("py");
@@ -163,7 +139,7 @@ async fn a_bad_file_loads_nothing_and_names_the_line() -> Result<()> {
         .map(|i| i + 1)
         .unwrap_or(0);
 
-    let out = load(&inst, &files)?;
+    let out = inst.load_output(&files)?;
     let shown = output_text(&out);
     assert_eq!(out.status.code(), Some(65), "{shown}");
     assert!(
@@ -180,7 +156,7 @@ async fn a_bad_file_loads_nothing_and_names_the_line() -> Result<()> {
 
     // A workflow naming a step that exists nowhere: refused with the workflow's file and line.
     let wf = dir.join("EXAMPLE-ORDER-1.0.qwf.yaml");
-    let out = load(&inst, std::slice::from_ref(&wf))?;
+    let out = inst.load_output(std::slice::from_ref(&wf))?;
     let shown = output_text(&out);
     assert_eq!(out.status.code(), Some(65), "{shown}");
     assert!(

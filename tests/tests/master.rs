@@ -5,43 +5,17 @@ use std::time::Duration;
 
 use anyhow::Result;
 use nix::sys::signal::Signal;
-use sluice_e2e::{assert_in_order, Backend, Instance};
+use sluice_e2e::{assert_in_order, on_both_backends, Backend, Instance};
 
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
-/// Runs `scenario` on SQLite and, when configured, on a fresh PostgreSQL database.
-macro_rules! on_both_backends {
-    ($sqlite:ident, $pg:ident, $scenario:ident) => {
-        #[tokio::test]
-        async fn $sqlite() -> Result<()> {
-            $scenario(Backend::Sqlite).await
-        }
-
-        #[tokio::test]
-        async fn $pg() -> Result<()> {
-            match Backend::postgres().await? {
-                Some(backend) => $scenario(backend).await,
-                None => Ok(()),
-            }
-        }
-    };
+on_both_backends! {
+    start_and_sigterm_stop_sqlite, start_and_sigterm_stop_postgres => start_and_sigterm_stop;
+    second_master_is_refused_sqlite, second_master_is_refused_postgres
+        => second_master_is_refused;
+    kill9_then_restart_recovers_sqlite, kill9_then_restart_recovers_postgres
+        => kill9_then_restart_recovers;
 }
-
-on_both_backends!(
-    start_and_sigterm_stop_sqlite,
-    start_and_sigterm_stop_postgres,
-    start_and_sigterm_stop
-);
-on_both_backends!(
-    second_master_is_refused_sqlite,
-    second_master_is_refused_postgres,
-    second_master_is_refused
-);
-on_both_backends!(
-    kill9_then_restart_recovers_sqlite,
-    kill9_then_restart_recovers_postgres,
-    kill9_then_restart_recovers
-);
 
 async fn start_and_sigterm_stop(backend: Backend) -> Result<()> {
     let key = "e2e-start-stop";
@@ -116,10 +90,8 @@ async fn second_master_is_refused(backend: Backend) -> Result<()> {
     let first = inst.start_master(&["--create-schema"])?;
     inst.wait_ready(first)?;
 
-    let second = inst.start_master(&[])?;
-    let status = inst.wait_exit(second, STOP_GRACE)?;
+    let (status, stderr) = inst.refused_start(&[], STOP_GRACE)?;
     assert_eq!(status.code(), Some(75), "EX_TEMPFAIL for a held session");
-    let stderr = inst.stderr(second);
     let holder_pid = inst.pid(first);
     assert!(
         stderr.contains(&format!("pid {holder_pid}")) && stderr.contains("host "),
@@ -234,10 +206,8 @@ fn bad_options_file_stops_the_start() -> Result<()> {
         "e2e-bad-options",
         &["# fine", "qorus.max-evnts: 10"],
     )?;
-    let m = inst.start_master(&["--create-schema"])?;
-    let status = inst.wait_exit(m, STOP_GRACE)?;
+    let (status, stderr) = inst.refused_start(&["--create-schema"], STOP_GRACE)?;
     assert_eq!(status.code(), Some(64), "EX_USAGE for a bad option");
-    let stderr = inst.stderr(m);
     let file = inst.options_file();
     let line = std::fs::read_to_string(&file)?
         .lines()
@@ -256,9 +226,9 @@ fn bad_options_file_stops_the_start() -> Result<()> {
 
     // A bad value is refused the same way, here from the command line.
     std::fs::write(&file, "qorus.instance-key: e2e-bad-options\n")?;
-    let m = inst.start_master(&["--create-schema", "qorus.max-events=lots"])?;
-    assert_eq!(inst.wait_exit(m, STOP_GRACE)?.code(), Some(64));
-    let stderr = inst.stderr(m);
+    let (status, stderr) =
+        inst.refused_start(&["--create-schema", "qorus.max-events=lots"], STOP_GRACE)?;
+    assert_eq!(status.code(), Some(64), "{stderr}");
     assert!(
         stderr.contains("command line") && stderr.contains("lots"),
         "{stderr}"
@@ -270,10 +240,8 @@ fn bad_options_file_stops_the_start() -> Result<()> {
 fn missing_schema_is_refused_with_the_fixing_command() -> Result<()> {
     let mut inst = Instance::new(Backend::Sqlite, "e2e-no-schema", &[])?;
     // Without --create-schema the SQLite file is not created, and the operator is told how.
-    let m = inst.start_master(&[])?;
-    let status = inst.wait_exit(m, STOP_GRACE)?;
+    let (status, stderr) = inst.refused_start(&[], STOP_GRACE)?;
     assert_ne!(status.code(), Some(0));
-    let stderr = inst.stderr(m);
     assert!(stderr.contains("sluice schema create"), "{stderr}");
     assert!(
         !inst.home().join("var/sluice.db").exists(),
@@ -295,9 +263,8 @@ async fn newer_schema_is_refused() -> Result<()> {
     )
     .await?;
     db.close().await;
-    let m = inst.start_master(&[])?;
-    assert_eq!(inst.wait_exit(m, STOP_GRACE)?.code(), Some(78), "EX_CONFIG");
-    let stderr = inst.stderr(m);
+    let (status, stderr) = inst.refused_start(&[], STOP_GRACE)?;
+    assert_eq!(status.code(), Some(78), "EX_CONFIG: {stderr}");
     assert!(
         stderr.contains("9999") && stderr.contains("newer"),
         "{stderr}"
@@ -313,13 +280,8 @@ fn unopenable_log_directory_stops_the_start() -> Result<()> {
     let blocker = inst.home().join("not-a-directory");
     std::fs::write(&blocker, "x")?;
     let arg = format!("qorus.logdir={}", blocker.join("log").display());
-    let m = inst.start_master(&["--create-schema", &arg])?;
-    assert_eq!(
-        inst.wait_exit(m, STOP_GRACE)?.code(),
-        Some(73),
-        "EX_CANTCREAT"
-    );
-    let stderr = inst.stderr(m);
+    let (status, stderr) = inst.refused_start(&["--create-schema", &arg], STOP_GRACE)?;
+    assert_eq!(status.code(), Some(73), "EX_CANTCREAT: {stderr}");
     assert!(
         stderr.contains("startup step 3 failed") && stderr.contains("not-a-directory"),
         "{stderr}"

@@ -4,32 +4,15 @@
 //! The master runs with `qorus.autostart-interfaces: false`, so no workflow process claims
 //! the orders while the test looks at their statuses.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sluice_e2e::{output_text, Backend, Instance};
+use sluice_e2e::{
+    assert_contains_all, examples, on_both_backends, output_text, yaml_files, Backend, Instance,
+};
 
 const KEY: &str = "e2e-orders";
-
-fn example_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/order");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.to_string_lossy().ends_with(".yaml"));
-    files.sort();
-    files
-}
-
-/// Runs a `sluice` command and requires success.
-fn ok(inst: &Instance, args: &[&str]) -> Result<String> {
-    let out = inst.sluice(args)?;
-    let text = output_text(&out);
-    anyhow::ensure!(out.status.success(), "sluice {args:?} failed:\n{text}");
-    Ok(text)
-}
 
 /// The id in `created order N`.
 fn created_id(text: &str) -> Result<i64> {
@@ -50,10 +33,8 @@ fn listed_ids(text: &str) -> Vec<i64> {
 
 async fn orders_through_the_cli(backend: Backend) -> Result<()> {
     let mut inst = Instance::new(backend, KEY, &["qorus.autostart-interfaces: false"])?;
-    ok(&inst, &["schema", "create"])?;
-    let mut load = vec!["load".to_string()];
-    load.extend(example_files().iter().map(|f| f.display().to_string()));
-    ok(&inst, &load.iter().map(String::as_str).collect::<Vec<_>>())?;
+    inst.create_schema()?;
+    inst.load(&yaml_files(&examples("order"))?)?;
     let m = inst.start_master(&[])?;
     inst.wait_ready(m)?;
 
@@ -62,7 +43,7 @@ async fn orders_through_the_cli(backend: Backend) -> Result<()> {
     let out = inst.sluice(&["keys", "gen", "--out", &cert])?;
     assert!(out.status.success(), "{}", output_text(&out));
     let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    ok(&inst, &["keys", "register", "ops", &public])?;
+    inst.sluice_ok(&["keys", "register", "ops", &public])?;
     // The CLI finds the endpoint and the server key in the instance's own options.
     let cli = |args: &[&str]| -> Result<Output> {
         let mut all = vec!["--key", cert.as_str()];
@@ -88,14 +69,15 @@ async fn orders_through_the_cli(backend: Backend) -> Result<()> {
     ])?)?;
 
     let shown = cli_ok(&["order", "show", &first.to_string()])?;
-    for needle in [
-        "EXAMPLE-ORDER:1.0",
-        "READY (Y)",
-        "order_id=A-1",
-        "\"customer\":\"ACME\"",
-    ] {
-        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
-    }
+    assert_contains_all(
+        &shown,
+        &[
+            "EXAMPLE-ORDER:1.0",
+            "READY (Y)",
+            "order_id=A-1",
+            "\"customer\":\"ACME\"",
+        ],
+    );
     let json: serde_json::Value =
         serde_json::from_str(&cli_ok(&["order", "show", &first.to_string(), "--json"])?)?;
     assert_eq!(json["workflow_instanceid"], first);
@@ -186,13 +168,14 @@ async fn orders_through_the_cli(backend: Backend) -> Result<()> {
     cli_ok(&["order", "priority", &id, "5"])?;
     cli_ok(&["order", "dynamic-data", &id, r#"{"checked": true}"#])?;
     let shown = cli_ok(&["order", "show", &id])?;
-    for needle in [
-        "ops: called the customer",
-        "priority:    5",
-        "\"checked\":true",
-    ] {
-        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
-    }
+    assert_contains_all(
+        &shown,
+        &[
+            "ops: called the customer",
+            "priority:    5",
+            "\"checked\":true",
+        ],
+    );
 
     // What the database holds is what the commands said.
     let db = inst.db().await?;
@@ -212,15 +195,6 @@ async fn orders_through_the_cli(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn orders_through_the_cli_sqlite() -> Result<()> {
-    orders_through_the_cli(Backend::Sqlite).await
-}
-
-#[tokio::test]
-async fn orders_through_the_cli_postgres() -> Result<()> {
-    match Backend::postgres().await? {
-        Some(b) => orders_through_the_cli(b).await,
-        None => Ok(()),
-    }
+on_both_backends! {
+    orders_through_the_cli_sqlite, orders_through_the_cli_postgres => orders_through_the_cli;
 }

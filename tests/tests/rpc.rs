@@ -2,86 +2,42 @@
 //! gateway and service process; one service method called through REST and each RPC
 //! protocol gives the same result; Python's standard `xmlrpc.client` as the XML-RPC client.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use sluice_e2e::{eventually, free_port, output_text, Backend, Instance};
+use sluice_e2e::gateway_node::{GatewayNode, Rest};
+use sluice_e2e::{fixtures, output_text, yaml_files};
 
-const STOP_GRACE: Duration = Duration::from_secs(30);
-const SOON: Duration = Duration::from_secs(60);
-
-fn load_services(inst: &Instance) -> Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/services");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
-        .collect();
-    files.sort();
-    let mut args = vec!["load".to_string()];
-    args.extend(files.iter().map(|p| p.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = inst.sluice(&args)?;
-    anyhow::ensure!(out.status.success(), "sluice load: {}", output_text(&out));
-    Ok(())
+/// A JSON-RPC request to `/JSON`; the reply.
+async fn json_rpc(http: &reqwest::Client, base: &str, request: Value) -> Result<Value> {
+    Ok(http
+        .post(format!("{base}/JSON"))
+        .json(&request)
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_service_method_through_rest_and_every_rpc_protocol() -> Result<()> {
-    let port = free_port();
-    let key = "e2e-rpc";
-    let mut inst = Instance::new(
-        Backend::Sqlite,
-        key,
-        &[&format!("qorus.http-server: 127.0.0.1:{port}")],
-    )?;
-    let out = inst.sluice(&["schema", "create"])?;
-    anyhow::ensure!(out.status.success(), "{}", output_text(&out));
-    load_services(&inst)?;
-    let m = inst.start_master(&[])?;
-    inst.wait_ready(m)?;
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let (node, port) = GatewayNode::listening("e2e-rpc", &[], &yaml_files(&fixtures("services"))?)?;
+    let rest = Rest::local(port, Duration::from_secs(60))?;
     let args = json!([1, "two", {"three": [3.5, true, null]}]);
 
-    // REST first: also waits for the gateway and the autostart service.
-    let rest = eventually(SOON, "the service through REST", || {
-        let (http, base, args) = (http.clone(), base.clone(), args.clone());
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move {
-                let r = http
-                    .put(format!(
-                        "{base}/api/latest/services/TEST-SVC/echo?action=call"
-                    ))
-                    .json(&json!({"args": args}))
-                    .send()
-                    .await
-                    .ok()?;
-                if !r.status().is_success() {
-                    return None;
-                }
-                r.json::<Value>().await.ok()
-            })
-        })
-    })
-    .with_context(|| {
-        std::fs::read_to_string(inst.log_file(key, "http-gateway")).unwrap_or_default()
-    })?;
-    assert_eq!(rest, args);
+    // REST first: also waits for the autostart service.
+    assert_eq!(node.echo_when_up(&rest, &args).await?, args);
+    let Rest { http, base } = &rest;
 
     // JSON-RPC 2.0, by position.
-    let reply: Value = http
-        .post(format!("{base}/JSON"))
-        .json(&json!({"jsonrpc": "2.0", "id": 7,
-                      "method": "omq.user.service.TEST-SVC.echo", "params": args}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let reply = json_rpc(
+        http,
+        base,
+        json!({"jsonrpc": "2.0", "id": 7,
+                      "method": "omq.user.service.TEST-SVC.echo", "params": args}),
+    )
+    .await?;
     assert_eq!(reply["id"], 7, "{reply}");
     assert_eq!(reply["result"], args, "{reply}");
     // An exception in the method: error 104 with Qorus's err; an unknown method: 105,
@@ -99,22 +55,20 @@ async fn one_service_method_through_rest_and_every_rpc_protocol() -> Result<()> 
         reply.to_string().contains("ValueError") && reply.to_string().contains("boom"),
         "{reply}"
     );
-    let reply: Value = http
-        .post(format!("{base}/JSON"))
-        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "omq.system.no-such-thing"}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let reply = json_rpc(
+        http,
+        base,
+        json!({"jsonrpc": "2.0", "id": 9, "method": "omq.system.no-such-thing"}),
+    )
+    .await?;
     assert_eq!(reply["error"]["code"], 105, "{reply}");
     // A system method, and a malformed request: a clear error, the gateway stays up.
-    let reply: Value = http
-        .post(format!("{base}/JSON"))
-        .json(&json!({"jsonrpc": "2.0", "id": 10, "method": "omq.system.list-services"}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let reply = json_rpc(
+        http,
+        base,
+        json!({"jsonrpc": "2.0", "id": 10, "method": "omq.system.list-services"}),
+    )
+    .await?;
     assert!(
         reply["result"]
             .as_array()
@@ -213,16 +167,14 @@ print(json.dumps({{"echo": echo, "methods": methods, "fault": fault}}))
         let fault = if path == "/RPC2" { "<fault>" } else { "error" };
         assert!(text.contains(fault), "{path} {body}: {text}");
     }
-    let reply: Value = http
-        .post(format!("{base}/JSON"))
-        .json(&json!({"jsonrpc": "2.0", "id": 11,
-                      "method": "omq.user.service.TEST-SVC.echo", "params": ["after"]}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let reply = json_rpc(
+        http,
+        base,
+        json!({"jsonrpc": "2.0", "id": 11,
+                      "method": "omq.user.service.TEST-SVC.echo", "params": ["after"]}),
+    )
+    .await?;
     assert_eq!(reply["result"], json!(["after"]), "{reply}");
 
-    assert_eq!(inst.stop(m, STOP_GRACE)?.code(), Some(0));
-    Ok(())
+    node.stop()
 }

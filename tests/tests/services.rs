@@ -12,17 +12,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use sluice_e2e::api::ApiClient;
-use sluice_e2e::{alive, child_pid_from_log, eventually, output_text, Backend, Instance};
+use sluice_e2e::{
+    alive, child_pid_from_log, eventually, examples, fixtures, on_both, output_text, yaml_files,
+    Backend, Instance,
+};
 
 const SVC: &str = "service-TEST-SVC-1.0";
 const STOP_GRACE: Duration = Duration::from_secs(30);
 const SOON: Duration = Duration::from_secs(60);
-
-fn fixtures(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
 
 /// A copy of the service fixtures the test may change (a new version of the code).
 fn fixture_copy(inst: &Instance) -> Result<PathBuf> {
@@ -36,23 +33,11 @@ fn fixture_copy(inst: &Instance) -> Result<PathBuf> {
 }
 
 fn load(inst: &Instance, dir: &Path) -> Result<()> {
-    let mut files: Vec<String> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
-        .map(|p| p.display().to_string())
-        .collect();
-    files.sort();
-    let mut args = vec!["load"];
-    args.extend(files.iter().map(String::as_str));
-    let out = inst.sluice(&args)?;
-    anyhow::ensure!(out.status.success(), "sluice load: {}", output_text(&out));
-    Ok(())
+    inst.load(&yaml_files(dir)?)
 }
 
 struct Running {
     inst: Instance,
-    key: String,
     master: usize,
     api: ApiClient,
     src: PathBuf,
@@ -61,8 +46,7 @@ struct Running {
 impl Running {
     async fn start(backend: Backend, key: &str, extra_dirs: &[&str]) -> Result<Running> {
         let mut inst = Instance::new(backend, key, &[])?;
-        let out = inst.sluice(&["schema", "create"])?;
-        anyhow::ensure!(out.status.success(), "{}", output_text(&out));
+        inst.create_schema()?;
         let src = fixture_copy(&inst)?;
         load(&inst, &src)?;
         for dir in extra_dirs {
@@ -73,7 +57,6 @@ impl Running {
         let api = ApiClient::connect(&inst)?;
         let running = Running {
             inst,
-            key: key.to_string(),
             master,
             api,
             src,
@@ -83,27 +66,23 @@ impl Running {
     }
 
     fn log(&self, process: &str) -> String {
-        std::fs::read_to_string(self.inst.log_file(&self.key, process)).unwrap_or_default()
+        self.inst.log(process)
     }
 
     fn wait_log(&self, process: &str, text: &str) -> Result<()> {
-        eventually(SOON, &format!("{text:?} in the {process} log"), || {
-            self.log(process).contains(text).then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "master log:\n{}\n{process} log:\n{}",
-                self.log("master"),
-                self.log(process)
-            )
-        })
+        self.inst.wait_log(process, text, SOON)
     }
 
     fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
-        let key = self.inst.admin_key()?.display().to_string();
-        let mut all = vec!["--key", key.as_str()];
-        all.extend_from_slice(args);
-        self.inst.sluice(&all)
+        self.inst.admin_cli(args)
+    }
+
+    /// [`Running::cli`], which must succeed; its output.
+    fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        let text = output_text(&out);
+        assert!(out.status.success(), "{text}");
+        Ok(text)
     }
 
     fn service_pid(&self, not: Option<i32>) -> Result<i32> {
@@ -127,31 +106,6 @@ impl Running {
         assert_eq!(code, Some(0), "master exit");
         Ok(())
     }
-}
-
-async fn backend(name: &str) -> Result<Option<Backend>> {
-    match name {
-        "postgres" => Backend::postgres().await,
-        _ => Ok(Some(Backend::Sqlite)),
-    }
-}
-
-macro_rules! on_both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() -> anyhow::Result<()> {
-                super::$body(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() -> anyhow::Result<()> {
-                match super::backend("postgres").await? {
-                    Some(b) => super::$body(b).await,
-                    None => Ok(()),
-                }
-            }
-        }
-    };
 }
 
 /// The autostart service is up after the master starts, answers, reports exceptions as
@@ -260,8 +214,7 @@ async fn autostart_service_answers(b: Backend) -> Result<()> {
     };
     assert_eq!(status(&listed, "TEST-SVC"), "running", "{listed}");
     assert_eq!(status(&listed, "BROKEN-SVC"), "failed", "{listed}");
-    let out = svc.cli(&["service", "unload", "TEST-SVC"])?;
-    assert!(out.status.success(), "{}", output_text(&out));
+    svc.cli_ok(&["service", "unload", "TEST-SVC"])?;
     let listed = api
         .call("omq.system.list-services", json!({}), SOON)
         .await?
@@ -285,7 +238,7 @@ async fn autostart_service_answers(b: Backend) -> Result<()> {
     );
     svc.stop().await
 }
-on_both!(autostart, autostart_service_answers);
+on_both!((flavor = "multi_thread", worker_threads = 4) autostart => autostart_service_answers);
 
 /// `kill -9` of the service process: the master restarts it (the service is autostart)
 /// and the next call succeeds.
@@ -483,8 +436,7 @@ async fn interfaces_call_each_other_and_groups_stop_and_start_them() -> Result<(
 
     // A job calls the service too.
     svc.wait_log("job-CALLER-1.0", "ready:")?;
-    let out = svc.cli(&["job", "run", "CALLER"])?;
-    assert!(out.status.success(), "{}", output_text(&out));
+    svc.cli_ok(&["job", "run", "CALLER"])?;
     let info = db
         .strings("SELECT info FROM job_instance WHERE jobstatus = 'C'")
         .await?
@@ -502,13 +454,8 @@ async fn interfaces_call_each_other_and_groups_stop_and_start_them() -> Result<(
     // Disabling the group stops its members, the service and the job; a job in a disabled
     // group does not run, and its service refuses calls.
     let pid = svc.service_pid(None)?;
-    let out = svc.cli(&["group", "disable", "TEST-GROUP"])?;
-    assert!(out.status.success(), "{}", output_text(&out));
-    assert!(
-        output_text(&out).contains("2 stopped"),
-        "{}",
-        output_text(&out)
-    );
+    let text = svc.cli_ok(&["group", "disable", "TEST-GROUP"])?;
+    assert!(text.contains("2 stopped"), "{text}");
     eventually(SOON, "the service process gone", || {
         (!alive(pid)).then_some(())
     })?;
@@ -524,13 +471,8 @@ async fn interfaces_call_each_other_and_groups_stop_and_start_them() -> Result<(
         .await?
         .expect_err("disabled");
     assert_eq!(err.code, "STATUS-ERROR", "{err}");
-    let out = svc.cli(&["group", "enable", "TEST-GROUP"])?;
-    assert!(out.status.success(), "{}", output_text(&out));
-    assert!(
-        output_text(&out).contains("2 started"),
-        "{}",
-        output_text(&out)
-    );
+    let text = svc.cli_ok(&["group", "enable", "TEST-GROUP"])?;
+    assert!(text.contains("2 started"), "{text}");
     eventually(SOON, "the job loaded again", || {
         (svc.log("job-CALLER-1.0").matches("ready:").count() >= 2).then_some(())
     })?;
@@ -551,11 +493,9 @@ async fn interfaces_call_each_other_and_groups_stop_and_start_them() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shipped_example_service_answers() -> Result<()> {
     let mut inst = Instance::new(Backend::Sqlite, "e2e-svc-example", &[])?;
-    let out = inst.sluice(&["schema", "create"])?;
-    anyhow::ensure!(out.status.success(), "{}", output_text(&out));
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    inst.create_schema()?;
     for dir in ["order", "services", "jobs"] {
-        load(&inst, &examples.join(dir))?;
+        load(&inst, &examples(dir))?;
     }
     let m = inst.start_master(&[])?;
     inst.wait_ready(m)?;

@@ -7,14 +7,27 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use sluice_e2e::flow::{Flow, DONE, WF};
-use sluice_e2e::{eventually, Backend};
+use sluice_e2e::flow::{order_id, Flow, DONE, WF};
+use sluice_e2e::{eventually, examples, fixtures, on_both, yaml_files, Backend};
 
-async fn backend(name: &str) -> Result<Option<Backend>> {
-    match name {
-        "postgres" => Backend::postgres().await,
-        _ => Ok(Some(Backend::Sqlite)),
-    }
+/// How many times step Left of order `id` was retried.
+async fn left_retries(flow: &Flow, id: i64) -> Result<i64> {
+    flow.db
+        .scalar_i64(&format!(
+            "SELECT s.retries FROM step_instance s JOIN steps t ON t.stepid = s.stepid \
+             WHERE s.workflow_instanceid = {id} AND t.name = 'Left'"
+        ))
+        .await
+}
+
+/// The errors recorded for order `id`, oldest first, as `ERROR:retry` or `ERROR:error`.
+async fn recorded_errors(flow: &Flow, id: i64) -> Result<Vec<String>> {
+    flow.db
+        .strings(&format!(
+            "SELECT error || ':' || CASE WHEN retry THEN 'retry' ELSE 'error' END \
+             FROM error_instance WHERE workflow_instanceid = {id} ORDER BY errorid"
+        ))
+        .await
 }
 
 async fn parallel_branches_complete_in_order(b: Backend) -> Result<()> {
@@ -57,21 +70,9 @@ async fn retry_error_is_retried_after_its_delay(b: Backend) -> Result<()> {
     let flow = Flow::start(b, "e2e-wf-retry", &[]).await?;
     let id = flow.create(serde_json::json!({"fail": {"Left": "retry"}}))?;
     flow.wait_status(id, "C").await?;
-    let errors = flow
-        .db
-        .strings(&format!(
-            "SELECT error || ':' || CASE WHEN retry THEN 'retry' ELSE 'error' END \
-             FROM error_instance WHERE workflow_instanceid = {id}"
-        ))
-        .await?;
+    let errors = recorded_errors(&flow, id).await?;
     assert_eq!(errors, vec!["TEST-RETRY:retry"]);
-    let retries = flow
-        .db
-        .scalar_i64(&format!(
-            "SELECT s.retries FROM step_instance s JOIN steps t ON t.stepid = s.stepid \
-             WHERE s.workflow_instanceid = {id} AND t.name = 'Left'"
-        ))
-        .await?;
+    let retries = left_retries(&flow, id).await?;
     assert_eq!(retries, 1);
     assert_eq!(flow.effects(id).len(), 4, "{:?}", flow.effects(id));
     flow.stop().await
@@ -82,21 +83,9 @@ async fn retries_stop_at_max_retries(b: Backend) -> Result<()> {
     let flow = Flow::start(b, "e2e-wf-max-retries", &["qorus.max-retries: 2"]).await?;
     let id = flow.create(serde_json::json!({"fail": {"Left": "retry-always"}}))?;
     flow.wait_status(id, "E").await?;
-    let retries = flow
-        .db
-        .scalar_i64(&format!(
-            "SELECT s.retries FROM step_instance s JOIN steps t ON t.stepid = s.stepid \
-             WHERE s.workflow_instanceid = {id} AND t.name = 'Left'"
-        ))
-        .await?;
+    let retries = left_retries(&flow, id).await?;
     assert_eq!(retries, 2, "two retries, then ERROR");
-    let errors = flow
-        .db
-        .strings(&format!(
-            "SELECT error || ':' || CASE WHEN retry THEN 'retry' ELSE 'error' END \
-             FROM error_instance WHERE workflow_instanceid = {id} ORDER BY errorid"
-        ))
-        .await?;
+    let errors = recorded_errors(&flow, id).await?;
     assert_eq!(
         errors,
         vec!["TEST-RETRY:retry", "TEST-RETRY:retry", "TEST-RETRY:error"]
@@ -132,13 +121,7 @@ async fn an_option_changed_while_running_applies(b: Backend) -> Result<()> {
     flow.wait_log(WF, "options changed by the master")?;
     let id = flow.create(serde_json::json!({"fail": {"Left": "retry-always"}}))?;
     flow.wait_status(id, "E").await?;
-    let retries = flow
-        .db
-        .scalar_i64(&format!(
-            "SELECT s.retries FROM step_instance s JOIN steps t ON t.stepid = s.stepid \
-             WHERE s.workflow_instanceid = {id} AND t.name = 'Left'"
-        ))
-        .await?;
+    let retries = left_retries(&flow, id).await?;
     assert_eq!(
         retries, 1,
         "one retry under the new qorus.max-retries, then ERROR"
@@ -228,9 +211,8 @@ async fn reset_loads_new_code(b: Backend) -> Result<()> {
     // The same steps with new code: each effect line says "v2".
     let v2 = flow.inst.home().join("flow-v2");
     std::fs::create_dir_all(&v2)?;
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/flow");
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(&fixtures)? {
+    for entry in std::fs::read_dir(fixtures("flow"))? {
         let path = entry?.path();
         let name = path.file_name().context("file name")?.to_owned();
         let mut text = std::fs::read_to_string(&path)?;
@@ -243,13 +225,10 @@ async fn reset_loads_new_code(b: Backend) -> Result<()> {
         }
         std::fs::write(v2.join(&name), text)?;
         if !name.to_string_lossy().ends_with(".py") {
-            files.push(v2.join(&name).display().to_string());
+            files.push(v2.join(&name));
         }
     }
-    let mut args = vec!["load"];
-    args.extend(files.iter().map(String::as_str));
-    let out = flow.inst.sluice(&args)?;
-    assert!(out.status.success(), "{}", sluice_e2e::output_text(&out));
+    flow.inst.load(&files)?;
 
     let unchanged = flow.create(serde_json::json!({}))?;
     flow.wait_status(unchanged, "C").await?;
@@ -287,32 +266,11 @@ async fn reset_loads_new_code(b: Backend) -> Result<()> {
     flow.stop().await
 }
 
-macro_rules! on_both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() -> Result<()> {
-                let b = backend("sqlite").await?.context("sqlite")?;
-                $body(b).await
-            }
-            #[tokio::test]
-            async fn postgres() -> Result<()> {
-                let Some(b) = backend("postgres").await? else {
-                    eprintln!("skipped: {} is not set", sluice_e2e::PG_URL_ENV);
-                    return Ok(());
-                };
-                $body(b).await
-            }
-        }
-    };
-}
-
-on_both!(parallel_branches, parallel_branches_complete_in_order);
-on_both!(retry_error, retry_error_is_retried_after_its_delay);
-on_both!(max_retries, retries_stop_at_max_retries);
-on_both!(set_option, an_option_changed_while_running_applies);
-on_both!(business_error, business_error_waits_for_an_operator);
+on_both!(parallel_branches => parallel_branches_complete_in_order);
+on_both!(retry_error => retry_error_is_retried_after_its_delay);
+on_both!(max_retries => retries_stop_at_max_retries);
+on_both!(set_option => an_option_changed_while_running_applies);
+on_both!(business_error => business_error_waits_for_an_operator);
 async fn killed_workflow_process(b: Backend) -> Result<()> {
     validation_prevents_a_double_effect(b, false).await
 }
@@ -321,33 +279,22 @@ async fn killed_runner(b: Backend) -> Result<()> {
     validation_prevents_a_double_effect(b, true).await
 }
 
-on_both!(kill_workflow_process, killed_workflow_process);
-on_both!(kill_runner, killed_runner);
-on_both!(reset, reset_loads_new_code);
+on_both!(kill_workflow_process => killed_workflow_process);
+on_both!(kill_runner => killed_runner);
+on_both!(reset => reset_loads_new_code);
 
 /// The shipped example (`deploy/examples/order`, what `scripts/run` loads) runs an order to
 /// COMPLETE, and an order it rejects waits in ERROR with the Python error recorded.
 async fn shipped_example_runs(b: Backend) -> Result<()> {
     let key = "e2e-wf-example";
     let mut inst = sluice_e2e::Instance::new(b, key, &[])?;
-    let out = inst.sluice(&["schema", "create"])?;
-    assert!(out.status.success(), "{}", sluice_e2e::output_text(&out));
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/order");
-    let mut files: Vec<String> = std::fs::read_dir(&dir)?
-        .flatten()
-        .map(|e| e.path().display().to_string())
-        .filter(|p| p.ends_with(".yaml"))
-        .collect();
-    files.sort();
-    let mut args = vec!["load"];
-    args.extend(files.iter().map(String::as_str));
-    let out = inst.sluice(&args)?;
-    assert!(out.status.success(), "{}", sluice_e2e::output_text(&out));
+    inst.create_schema()?;
+    inst.load(&yaml_files(&examples("order"))?)?;
     let m = inst.start_master(&[])?;
     inst.wait_ready(m)?;
     let cert = inst.admin_key()?.display().to_string();
     let create = |data: &str| -> Result<i64> {
-        let out = inst.sluice(&[
+        order_id(&inst.sluice_ok(&[
             "order",
             "--key",
             &cert,
@@ -355,13 +302,7 @@ async fn shipped_example_runs(b: Backend) -> Result<()> {
             "EXAMPLE-ORDER",
             "--data",
             data,
-        ])?;
-        let text = sluice_e2e::output_text(&out);
-        assert!(out.status.success(), "{text}");
-        text.split(|c: char| !c.is_ascii_digit())
-            .rfind(|s| !s.is_empty())
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("no order id in {text:?}"))
+        ])?)
     };
     let good = create(
         r#"{"staticdata": {"order_id": "A-1", "lines": [{"sku": "WIDGET", "qty": 2, "price": 5}, {"sku": "GADGET", "qty": 1, "price": 12}]}, "orderkeys": {"order_id": "A-1"}}"#,
@@ -419,4 +360,4 @@ async fn shipped_example_runs(b: Backend) -> Result<()> {
     Ok(())
 }
 
-on_both!(shipped_example, shipped_example_runs);
+on_both!(shipped_example => shipped_example_runs);

@@ -109,10 +109,8 @@ pub async fn run(ctx: ChildContext) -> Result<(), String> {
 }
 
 async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
-    let options = ctx
-        .boot
-        .options()
-        .map_err(|e| EngineError::Setup(format!("cannot read the options: {e}")))?;
+    // The child loop read them (and keeps the operator's changes in them).
+    let options = ctx.options.current();
     let (name, version) = ctx.boot.interface("workflow").map_err(EngineError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
     let workflow = store.load_program(&name, &version).await?.ok_or_else(|| {

@@ -7,11 +7,14 @@
 
 use std::collections::HashMap;
 
+use sqlx::Row;
+
 use crate::interfaces::{
     Code, Definition, Diagnostic, ErrorsDef, JobDef, Loaded, ServiceDef, StepDef, WorkflowDef,
 };
 use crate::schedule::Schedule;
 
+use super::params::{row_holds, BindParams, Param};
 use super::{on_pool, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,27 +75,7 @@ fn short_hash(code: &Code) -> &str {
     &code.hash[..12.min(code.hash.len())]
 }
 
-/// A stored service's columns, methods and groups, to tell "unchanged" from "updated".
-type ServiceRow = (
-    Option<String>,
-    String,
-    bool,
-    String,
-    Option<String>,
-    Option<String>,
-);
 type MethodRow = (String, Option<String>, String, bool, bool);
-
-fn service_row(svc: &ServiceDef) -> ServiceRow {
-    (
-        svc.desc.clone(),
-        svc.servicetype.clone(),
-        svc.autostart,
-        svc.lang.clone(),
-        Some(svc.class_name.clone()),
-        Some(svc.code.hash.clone()),
-    )
-}
 
 fn method_rows(svc: &ServiceDef) -> Vec<MethodRow> {
     let mut rows: Vec<MethodRow> = svc
@@ -132,45 +115,201 @@ fn schedule_columns(schedule: &Schedule) -> ScheduleColumns {
     }
 }
 
-/// A stored job's definition columns (not its run state), to tell "unchanged" from "updated".
-#[derive(PartialEq, sqlx::FromRow)]
-struct JobRow {
-    description: Option<String>,
-    lang: String,
-    class_name: Option<String>,
-    code_hash: Option<String>,
-    active: bool,
-    run_skipped: bool,
-    minute: Option<String>,
-    hour: Option<String>,
-    day: Option<String>,
-    month: Option<String>,
-    wday: Option<String>,
-    recurring: Option<i64>,
-    expiry_date: Option<i64>,
+// Shared by loads, which replace what these delete, and by `delete_definition`.
+const DELETE_SERVICE_METHODS: &str = "DELETE FROM service_methods WHERE serviceid = $1";
+const DELETE_WORKFLOW_GROUPS: &str =
+    "DELETE FROM group_members WHERE object_type = 'workflow' AND object_id = $1";
+const DELETE_SERVICE_GROUPS: &str =
+    "DELETE FROM group_members WHERE object_type = 'service' AND object_id = $1";
+const DELETE_JOB_GROUPS: &str =
+    "DELETE FROM group_members WHERE object_type = 'job' AND object_id = $1";
+
+/// A definition's row in its table, found by name and version. `columns` are what a load
+/// writes besides `name`, `version`, `created` and `modified`: the insert, the update and
+/// the "unchanged" check are all made from this one list, so they cannot disagree.
+struct DefinitionRow<'a> {
+    /// 'step', 'service', 'job' or 'workflow', as load reports and group members name it.
+    kind: &'static str,
+    table: &'static str,
+    /// The id column, e.g. `stepid`.
+    id: &'static str,
+    name: &'a str,
+    version: &'a str,
+    columns: Vec<(&'static str, Param)>,
+    /// More of the update's SET list: state of the stored row that a new definition voids.
+    reset: &'static [&'static str],
+    /// Run after the update with the row's id as `$1`: they delete the rows that the new
+    /// definition's replace.
+    replaced: &'static [&'static str],
 }
 
-fn job_row(job: &JobDef) -> JobRow {
-    let ScheduleColumns { cron, recurring } = schedule_columns(&job.schedule);
-    let [minute, hour, day, month, wday] = cron;
-    JobRow {
-        description: job.desc.clone(),
-        lang: job.lang.clone(),
-        class_name: Some(job.class_name.clone()),
-        code_hash: Some(job.code.hash.clone()),
-        active: job.active,
-        run_skipped: job.run_skipped,
-        minute,
-        hour,
-        day,
-        month,
-        wday,
-        recurring,
-        expiry_date: job.expiry_date,
+impl DefinitionRow<'_> {
+    /// A line of the load report, e.g. `created step Validate:1.0 (code 0123abcd4567)`.
+    fn report(&self, existing: bool, same: bool, detail: &str) -> String {
+        format!(
+            "{} {} {}:{} ({detail})",
+            change(existing, same),
+            self.kind,
+            self.name,
+            self.version
+        )
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Param> {
+        self.columns.iter().map(|(_, value)| value)
+    }
+
+    fn column_list(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|(column, _)| *column).collect();
+        names.join(", ")
+    }
+
+    /// The stored row (its id, then the columns); takes name and version.
+    fn select_sql(&self) -> String {
+        format!(
+            "SELECT {}, {} FROM {} WHERE name = $1 AND version = $2",
+            self.id,
+            self.column_list(),
+            self.table
+        )
+    }
+
+    /// Takes the columns, the time (`modified`) and the row's id.
+    fn update_sql(&self) -> String {
+        let n = self.columns.len();
+        let set: Vec<String> = (1..)
+            .zip(&self.columns)
+            .map(|(i, (column, _))| format!("{column} = ${i}"))
+            .chain(self.reset.iter().map(|s| s.to_string()))
+            .collect();
+        format!(
+            "UPDATE {} SET {}, modified = ${} WHERE {} = ${}",
+            self.table,
+            set.join(", "),
+            n + 1,
+            self.id,
+            n + 2
+        )
+    }
+
+    /// Takes name, version, the columns and the time (`created` and `modified`); returns
+    /// the new row's id.
+    fn insert_sql(&self) -> String {
+        let now = self.columns.len() + 3;
+        let values: Vec<String> = (1..now).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO {} (name, version, {}, created, modified) \
+             VALUES ({}, ${now}, ${now}) RETURNING {}",
+            self.table,
+            self.column_list(),
+            values.join(", "),
+            self.id
+        )
     }
 }
 
-/// Stores code once per hash (`$tx` is a transaction of either backend).
+fn step_row(step: &StepDef) -> DefinitionRow<'_> {
+    DefinitionRow {
+        kind: "step",
+        table: "steps",
+        id: "stepid",
+        name: &step.name,
+        version: &step.version,
+        columns: vec![
+            ("description", Param::Text(step.desc.clone())),
+            ("steptype", Param::text(&step.steptype)),
+            ("lang", Param::text(&step.lang)),
+            ("base_class_name", Param::text(&step.base_class_name)),
+            ("class_name", Param::text(&step.class_name)),
+            ("code_hash", Param::text(&step.code.hash)),
+        ],
+        reset: &[],
+        replaced: &[],
+    }
+}
+
+fn service_row(svc: &ServiceDef) -> DefinitionRow<'_> {
+    DefinitionRow {
+        kind: "service",
+        table: "services",
+        id: "serviceid",
+        name: &svc.name,
+        version: &svc.version,
+        columns: vec![
+            ("description", Param::Text(svc.desc.clone())),
+            ("service_type", Param::text(&svc.servicetype)),
+            ("autostart", Param::Bool(svc.autostart)),
+            ("lang", Param::text(&svc.lang)),
+            ("class_name", Param::text(&svc.class_name)),
+            ("code_hash", Param::text(&svc.code.hash)),
+        ],
+        reset: &[],
+        // The service's state data stays.
+        replaced: &[DELETE_SERVICE_METHODS, DELETE_SERVICE_GROUPS],
+    }
+}
+
+fn job_row(job: &JobDef) -> DefinitionRow<'_> {
+    let ScheduleColumns { cron, recurring } = schedule_columns(&job.schedule);
+    let [minute, hour, day, month, wday] = cron.map(Param::Text);
+    DefinitionRow {
+        kind: "job",
+        table: "jobs",
+        id: "jobid",
+        name: &job.name,
+        version: &job.version,
+        columns: vec![
+            ("description", Param::Text(job.desc.clone())),
+            ("lang", Param::text(&job.lang)),
+            ("class_name", Param::text(&job.class_name)),
+            ("code_hash", Param::text(&job.code.hash)),
+            ("active", Param::Bool(job.active)),
+            ("run_skipped", Param::Bool(job.run_skipped)),
+            ("minute", minute),
+            ("hour", hour),
+            ("day", day),
+            ("month", month),
+            ("wday", wday),
+            ("recurring", Param::Int(recurring)),
+            ("expiry_date", Param::Int(job.expiry_date)),
+        ],
+        // The run history (last_executed, ...) stays; next_trigger is cleared so that the
+        // job engine computes it from the new schedule.
+        reset: &["next_trigger = NULL"],
+        replaced: &[DELETE_JOB_GROUPS],
+    }
+}
+
+fn workflow_row(wf: &WorkflowDef) -> DefinitionRow<'_> {
+    let keylist = serde_json::to_string(&wf.keylist).unwrap_or_else(|_| "[]".into());
+    let options = serde_json::Value::Object(wf.options.clone()).to_string();
+    DefinitionRow {
+        kind: "workflow",
+        table: "workflows",
+        id: "workflowid",
+        name: &wf.name,
+        version: &wf.version,
+        columns: vec![
+            ("description", Param::Text(wf.desc.clone())),
+            ("autostart", Param::Int(Some(wf.autostart))),
+            ("max_instances", Param::Int(Some(wf.max_instances))),
+            ("keylist", Param::Text(Some(keylist))),
+            ("options", Param::Text(Some(options))),
+        ],
+        reset: &[],
+        // The new definition brings its own graph, errors and groups.
+        replaced: &[
+            "DELETE FROM workflow_steps WHERE workflowid = $1",
+            "DELETE FROM workflow_errors WHERE workflowid = $1",
+            DELETE_WORKFLOW_GROUPS,
+        ],
+    }
+}
+
+// The helpers below run in a load's transaction `$tx`, of either backend, so they are
+// macros like `load_in_tx!`: the two backends' transactions share no type.
+
+/// Stores code once per hash.
 macro_rules! store_code {
     ($tx:ident, $lang:expr, $code:expr, $now:expr) => {{
         let code: &Code = $code;
@@ -187,10 +326,66 @@ macro_rules! store_code {
     }};
 }
 
-/// The groups an interface belongs to, sorted (`$kind`: 'workflow', 'service' or 'job').
-macro_rules! member_groups {
-    ($tx:ident, $kind:expr, $id:expr) => {{
-        let groups: Vec<String> = sqlx::query_scalar(
+/// The stored row of a [`DefinitionRow`]'s name and version, if any: its id, and whether it
+/// holds the row's columns already.
+macro_rules! stored_row {
+    ($tx:ident, $row:expr) => {{
+        let row: &DefinitionRow = $row;
+        let sql = row.select_sql();
+        let stored = sqlx::query(&sql)
+            .bind(row.name)
+            .bind(row.version)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match stored {
+            None => None,
+            Some(stored) => Some((
+                stored.try_get::<i64, _>(0)?,
+                row_holds(&stored, 1, row.values())?,
+            )),
+        }
+    }};
+}
+
+/// Writes a [`DefinitionRow`]: updates the stored row `$existing` and deletes what the new
+/// definition replaces, or inserts a row. Evaluates to the row's id.
+macro_rules! write_row {
+    ($tx:ident, $row:expr, $existing:expr, $now:expr) => {{
+        let (row, existing, now): (&DefinitionRow, Option<i64>, i64) = ($row, $existing, $now);
+        match existing {
+            Some(id) => {
+                let sql = row.update_sql();
+                sqlx::query(&sql)
+                    .bind_params(row.values())
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *$tx)
+                    .await?;
+                for sql in row.replaced {
+                    sqlx::query(sql).bind(id).execute(&mut *$tx).await?;
+                }
+                id
+            }
+            None => {
+                let sql = row.insert_sql();
+                let id: i64 = sqlx::query_scalar(&sql)
+                    .bind(row.name)
+                    .bind(row.version)
+                    .bind_params(row.values())
+                    .bind(now)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                id
+            }
+        }
+    }};
+}
+
+/// Whether an interface belongs to exactly `$groups` (`$kind`: 'workflow', 'service' or
+/// 'job').
+macro_rules! in_groups {
+    ($tx:ident, $kind:expr, $id:expr, $groups:expr) => {{
+        let stored: Vec<String> = sqlx::query_scalar(
             "SELECT group_name FROM group_members WHERE object_type = $1 AND object_id = $2 \
              ORDER BY group_name",
         )
@@ -198,7 +393,9 @@ macro_rules! member_groups {
         .bind($id)
         .fetch_all(&mut *$tx)
         .await?;
-        groups
+        let mut groups: Vec<&String> = $groups.iter().collect();
+        groups.sort();
+        stored.iter().eq(groups)
     }};
 }
 
@@ -244,54 +441,16 @@ macro_rules! load_in_tx {
             .bind(&step.version)
             .fetch_optional(&mut *$tx)
             .await?;
-            let id = match &existing {
-                Some((id, _, _)) => {
-                    sqlx::query(
-                        "UPDATE steps SET description = $1, steptype = $2, lang = $3, \
-                         base_class_name = $4, class_name = $5, code_hash = $6, modified = $7 \
-                         WHERE stepid = $8",
-                    )
-                    .bind(&step.desc)
-                    .bind(&step.steptype)
-                    .bind(&step.lang)
-                    .bind(&step.base_class_name)
-                    .bind(&step.class_name)
-                    .bind(&step.code.hash)
-                    .bind($now)
-                    .bind(id)
-                    .execute(&mut *$tx)
-                    .await?;
-                    *id
-                }
-                None => {
-                    sqlx::query_scalar::<_, i64>(
-                        "INSERT INTO steps (name, version, description, steptype, lang, \
-                         base_class_name, class_name, code_hash, created, modified) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING stepid",
-                    )
-                    .bind(&step.name)
-                    .bind(&step.version)
-                    .bind(&step.desc)
-                    .bind(&step.steptype)
-                    .bind(&step.lang)
-                    .bind(&step.base_class_name)
-                    .bind(&step.class_name)
-                    .bind(&step.code.hash)
-                    .bind($now)
-                    .fetch_one(&mut *$tx)
-                    .await?
-                }
-            };
+            let row = step_row(step);
+            let id = write_row!($tx, &row, existing.as_ref().map(|(id, _, _)| *id), $now);
             let same = existing.as_ref().is_some_and(|(_, hash, class)| {
                 hash.as_deref() == Some(step.code.hash.as_str())
                     && class.as_deref() == Some(step.class_name.as_str())
             });
-            lines.push(format!(
-                "{} step {}:{} (code {})",
-                change(existing.is_some(), same),
-                step.name,
-                step.version,
-                short_hash(&step.code)
+            lines.push(row.report(
+                existing.is_some(),
+                same,
+                &format!("code {}", short_hash(&step.code)),
             ));
             step_ids.insert((step.name.clone(), step.version.clone()), id);
         }
@@ -325,25 +484,11 @@ macro_rules! load_in_tx {
         for svc in $services {
             let svc: &ServiceDef = svc;
             store_code!($tx, &svc.lang, &svc.code, $now);
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT serviceid FROM services WHERE name = $1 AND version = $2",
-            )
-            .bind(&svc.name)
-            .bind(&svc.version)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            let mut groups = svc.groups.clone();
-            groups.sort();
-            let same = match existing {
+            let row = service_row(svc);
+            let stored = stored_row!($tx, &row);
+            let same = match stored {
                 None => false,
-                Some(id) => {
-                    let row: ServiceRow = sqlx::query_as(
-                        "SELECT description, service_type, autostart, lang, class_name, \
-                         code_hash FROM services WHERE serviceid = $1",
-                    )
-                    .bind(id)
-                    .fetch_one(&mut *$tx)
-                    .await?;
+                Some((id, held)) => {
                     let methods: Vec<MethodRow> = sqlx::query_as(
                         "SELECT name, description, lock_type, internal, write \
                          FROM service_methods WHERE serviceid = $1 ORDER BY name",
@@ -351,59 +496,12 @@ macro_rules! load_in_tx {
                     .bind(id)
                     .fetch_all(&mut *$tx)
                     .await?;
-                    row == service_row(svc)
-                        && methods == method_rows(svc)
-                        && member_groups!($tx, "service", id) == groups
+                    held && methods == method_rows(svc) && in_groups!($tx, row.kind, id, svc.groups)
                 }
             };
+            let existing = stored.map(|(id, _)| id);
             if !same {
-                let id = match existing {
-                    Some(id) => {
-                        sqlx::query(
-                            "UPDATE services SET description = $1, service_type = $2, \
-                             autostart = $3, lang = $4, class_name = $5, code_hash = $6, \
-                             modified = $7 WHERE serviceid = $8",
-                        )
-                        .bind(&svc.desc)
-                        .bind(&svc.servicetype)
-                        .bind(svc.autostart)
-                        .bind(&svc.lang)
-                        .bind(&svc.class_name)
-                        .bind(&svc.code.hash)
-                        .bind($now)
-                        .bind(id)
-                        .execute(&mut *$tx)
-                        .await?;
-                        // Methods and groups are replaced by the new definition's; the
-                        // service's state data stays.
-                        for sql in [
-                            "DELETE FROM service_methods WHERE serviceid = $1",
-                            "DELETE FROM group_members WHERE object_type = 'service' \
-                             AND object_id = $1",
-                        ] {
-                            sqlx::query(sql).bind(id).execute(&mut *$tx).await?;
-                        }
-                        id
-                    }
-                    None => {
-                        sqlx::query_scalar::<_, i64>(
-                            "INSERT INTO services (name, version, description, service_type, \
-                             autostart, lang, class_name, code_hash, created, modified) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING serviceid",
-                        )
-                        .bind(&svc.name)
-                        .bind(&svc.version)
-                        .bind(&svc.desc)
-                        .bind(&svc.servicetype)
-                        .bind(svc.autostart)
-                        .bind(&svc.lang)
-                        .bind(&svc.class_name)
-                        .bind(&svc.code.hash)
-                        .bind($now)
-                        .fetch_one(&mut *$tx)
-                        .await?
-                    }
-                };
+                let id = write_row!($tx, &row, existing, $now);
                 for m in &svc.methods {
                     sqlx::query(
                         "INSERT INTO service_methods (serviceid, name, description, lock_type, \
@@ -418,118 +516,41 @@ macro_rules! load_in_tx {
                     .execute(&mut *$tx)
                     .await?;
                 }
-                join_groups!($tx, &svc.groups, "service", id, $now);
+                join_groups!($tx, &svc.groups, row.kind, id, $now);
             }
-            lines.push(format!(
-                "{} service {}:{} ({} method(s), code {})",
-                change(existing.is_some(), same),
-                svc.name,
-                svc.version,
-                svc.methods.len(),
-                short_hash(&svc.code)
+            lines.push(row.report(
+                existing.is_some(),
+                same,
+                &format!(
+                    "{} method(s), code {}",
+                    svc.methods.len(),
+                    short_hash(&svc.code)
+                ),
             ));
         }
 
         for job in $jobs {
             let job: &JobDef = job;
             store_code!($tx, &job.lang, &job.code, $now);
-            let existing: Option<i64> =
-                sqlx::query_scalar("SELECT jobid FROM jobs WHERE name = $1 AND version = $2")
-                    .bind(&job.name)
-                    .bind(&job.version)
-                    .fetch_optional(&mut *$tx)
-                    .await?;
-            let new = job_row(job);
-            let mut groups = job.groups.clone();
-            groups.sort();
-            let same = match existing {
+            let row = job_row(job);
+            let stored = stored_row!($tx, &row);
+            let same = match stored {
                 None => false,
-                Some(id) => {
-                    let row: JobRow = sqlx::query_as(
-                        "SELECT description, lang, class_name, code_hash, active, run_skipped, \
-                         minute, hour, day, month, wday, recurring, expiry_date \
-                         FROM jobs WHERE jobid = $1",
-                    )
-                    .bind(id)
-                    .fetch_one(&mut *$tx)
-                    .await?;
-                    row == new && member_groups!($tx, "job", id) == groups
-                }
+                Some((id, held)) => held && in_groups!($tx, row.kind, id, job.groups),
             };
+            let existing = stored.map(|(id, _)| id);
             if !same {
-                let id = match existing {
-                    Some(id) => {
-                        // The run history (last_executed, ...) stays; next_trigger is
-                        // cleared so that the job engine computes it from the new schedule.
-                        sqlx::query(
-                            "UPDATE jobs SET description = $1, lang = $2, class_name = $3, \
-                             code_hash = $4, active = $5, run_skipped = $6, minute = $7, \
-                             hour = $8, day = $9, month = $10, wday = $11, recurring = $12, \
-                             expiry_date = $13, next_trigger = NULL, modified = $14 \
-                             WHERE jobid = $15",
-                        )
-                        .bind(&new.description)
-                        .bind(&new.lang)
-                        .bind(&new.class_name)
-                        .bind(&new.code_hash)
-                        .bind(new.active)
-                        .bind(new.run_skipped)
-                        .bind(&new.minute)
-                        .bind(&new.hour)
-                        .bind(&new.day)
-                        .bind(&new.month)
-                        .bind(&new.wday)
-                        .bind(new.recurring)
-                        .bind(new.expiry_date)
-                        .bind($now)
-                        .bind(id)
-                        .execute(&mut *$tx)
-                        .await?;
-                        sqlx::query(
-                            "DELETE FROM group_members WHERE object_type = 'job' AND object_id = $1",
-                        )
-                        .bind(id)
-                        .execute(&mut *$tx)
-                        .await?;
-                        id
-                    }
-                    None => {
-                        sqlx::query_scalar::<_, i64>(
-                            "INSERT INTO jobs (name, version, description, lang, class_name, \
-                             code_hash, active, run_skipped, minute, hour, day, month, wday, \
-                             recurring, expiry_date, created, modified) VALUES ($1, $2, $3, \
-                             $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-                             RETURNING jobid",
-                        )
-                        .bind(&job.name)
-                        .bind(&job.version)
-                        .bind(&new.description)
-                        .bind(&new.lang)
-                        .bind(&new.class_name)
-                        .bind(&new.code_hash)
-                        .bind(new.active)
-                        .bind(new.run_skipped)
-                        .bind(&new.minute)
-                        .bind(&new.hour)
-                        .bind(&new.day)
-                        .bind(&new.month)
-                        .bind(&new.wday)
-                        .bind(new.recurring)
-                        .bind(new.expiry_date)
-                        .bind($now)
-                        .fetch_one(&mut *$tx)
-                        .await?
-                    }
-                };
-                join_groups!($tx, &job.groups, "job", id, $now);
+                let id = write_row!($tx, &row, existing, $now);
+                join_groups!($tx, &job.groups, row.kind, id, $now);
             }
-            lines.push(format!(
-                "{} job {}:{} ({}, code {})",
-                change(existing.is_some(), same),
-                job.name,
-                job.version,
-                job.schedule.describe(),
-                short_hash(&job.code)
+            lines.push(row.report(
+                existing.is_some(),
+                same,
+                &format!(
+                    "{}, code {}",
+                    job.schedule.describe(),
+                    short_hash(&job.code)
+                ),
             ));
         }
 
@@ -542,13 +563,15 @@ macro_rules! load_in_tx {
                 let key = (r.name.clone(), r.version.clone());
                 let id = match step_ids.get(&key) {
                     Some(id) => Some(*id),
-                    None => sqlx::query_scalar::<_, i64>(
-                        "SELECT stepid FROM steps WHERE name = $1 AND version = $2",
-                    )
-                    .bind(&r.name)
-                    .bind(&r.version)
-                    .fetch_optional(&mut *$tx)
-                    .await?,
+                    None => {
+                        sqlx::query_scalar::<_, i64>(
+                            "SELECT stepid FROM steps WHERE name = $1 AND version = $2",
+                        )
+                        .bind(&r.name)
+                        .bind(&r.version)
+                        .fetch_optional(&mut *$tx)
+                        .await?
+                    }
                 };
                 match id {
                     Some(id) => {
@@ -587,59 +610,9 @@ macro_rules! load_in_tx {
             if !unresolved.is_empty() {
                 continue;
             }
-            let keylist = serde_json::to_string(&wf.keylist).unwrap_or_else(|_| "[]".into());
-            let options = serde_json::Value::Object(wf.options.clone()).to_string();
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT workflowid FROM workflows WHERE name = $1 AND version = $2",
-            )
-            .bind(&wf.name)
-            .bind(&wf.version)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            let wfid = match existing {
-                Some(id) => {
-                    sqlx::query(
-                        "UPDATE workflows SET description = $1, autostart = $2, \
-                         max_instances = $3, keylist = $4, options = $5, modified = $6 \
-                         WHERE workflowid = $7",
-                    )
-                    .bind(&wf.desc)
-                    .bind(wf.autostart)
-                    .bind(wf.max_instances)
-                    .bind(&keylist)
-                    .bind(&options)
-                    .bind($now)
-                    .bind(id)
-                    .execute(&mut *$tx)
-                    .await?;
-                    // The graph, errors and groups are replaced by the new definition's.
-                    for sql in [
-                        "DELETE FROM workflow_steps WHERE workflowid = $1",
-                        "DELETE FROM workflow_errors WHERE workflowid = $1",
-                        "DELETE FROM group_members WHERE object_type = 'workflow' AND object_id = $1",
-                    ] {
-                        sqlx::query(sql).bind(id).execute(&mut *$tx).await?;
-                    }
-                    id
-                }
-                None => {
-                    sqlx::query_scalar::<_, i64>(
-                        "INSERT INTO workflows (name, version, description, autostart, \
-                         max_instances, keylist, options, created, modified) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING workflowid",
-                    )
-                    .bind(&wf.name)
-                    .bind(&wf.version)
-                    .bind(&wf.desc)
-                    .bind(wf.autostart)
-                    .bind(wf.max_instances)
-                    .bind(&keylist)
-                    .bind(&options)
-                    .bind($now)
-                    .fetch_one(&mut *$tx)
-                    .await?
-                }
-            };
+            let row = workflow_row(wf);
+            let existing = stored_row!($tx, &row).map(|(id, _)| id);
+            let wfid = write_row!($tx, &row, existing, $now);
             for (position, (step, before)) in wf.dependencies().into_iter().enumerate() {
                 let id = ids[&(step.name.clone(), step.version.clone())];
                 let depends: Vec<i64> = before
@@ -688,14 +661,10 @@ macro_rules! load_in_tx {
                     .await?;
                 }
             }
-            join_groups!($tx, &wf.groups, "workflow", wfid, $now);
-            lines.push(format!(
-                "{} workflow {}:{} ({} step(s))",
-                if existing.is_some() { "updated" } else { "created" },
-                wf.name,
-                wf.version,
-                ids.len()
-            ));
+            join_groups!($tx, &wf.groups, row.kind, wfid, $now);
+            // Its graph and errors were rewritten whatever its row held, so a stored
+            // workflow is reported updated, never unchanged.
+            lines.push(row.report(existing.is_some(), false, &format!("{} step(s)", ids.len())));
         }
         if !unresolved.is_empty() {
             return Err(DefinitionError::Unresolved(unresolved));
@@ -778,7 +747,7 @@ impl Store {
                     "order(s)",
                 )),
                 &[
-                    "DELETE FROM group_members WHERE object_type = 'workflow' AND object_id = $1",
+                    DELETE_WORKFLOW_GROUPS,
                     "DELETE FROM workflows WHERE workflowid = $1",
                 ],
             ),
@@ -794,9 +763,9 @@ impl Store {
                 "SELECT serviceid FROM services WHERE name = $1 AND version = $2",
                 None,
                 &[
-                    "DELETE FROM service_methods WHERE serviceid = $1",
+                    DELETE_SERVICE_METHODS,
                     "DELETE FROM service_state_data WHERE serviceid = $1",
-                    "DELETE FROM group_members WHERE object_type = 'service' AND object_id = $1",
+                    DELETE_SERVICE_GROUPS,
                     "DELETE FROM services WHERE serviceid = $1",
                 ],
             ),
@@ -808,7 +777,7 @@ impl Store {
                 )),
                 &[
                     "DELETE FROM job_state_data WHERE jobid = $1",
-                    "DELETE FROM group_members WHERE object_type = 'job' AND object_id = $1",
+                    DELETE_JOB_GROUPS,
                     "DELETE FROM jobs WHERE jobid = $1",
                 ],
             ),

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod groups;
 pub mod jobs;
 pub mod orders;
+mod params;
 mod schema;
 pub mod services;
 mod session;

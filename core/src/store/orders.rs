@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::params::{BindParams, Param};
 use super::{on_pool, Store, StoreError};
 
 /// Qorus's order (and step) statuses: the one-letter code stored in the database and the
@@ -364,33 +365,27 @@ pub struct NoteInfo {
 
 /// A search for orders; every field narrows it. Dates are ms since the epoch or RFC 3339.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct OrderQuery {
     /// The workflow's name.
-    #[serde(default)]
     pub name: Option<String>,
     /// The workflow's version (only with `name`).
-    #[serde(default)]
     pub version: Option<String>,
     /// Statuses by Qorus name or letter; empty means any.
-    #[serde(default, alias = "statuses")]
+    #[serde(alias = "statuses")]
     pub status: Vec<String>,
     /// Orders having this key ...
-    #[serde(default)]
     pub keyname: Option<String>,
     /// ... with this value (only with `keyname`).
-    #[serde(default)]
     pub keyvalue: Option<String>,
     /// Created at or after.
-    #[serde(default, deserialize_with = "opt_time")]
+    #[serde(deserialize_with = "opt_time")]
     pub mindate: Option<i64>,
     /// Created at or before.
-    #[serde(default, deserialize_with = "opt_time")]
+    #[serde(deserialize_with = "opt_time")]
     pub maxdate: Option<i64>,
     /// At most this many (default 100, at most 10,000).
-    #[serde(default)]
     pub limit: Option<u32>,
-    #[serde(default)]
     pub offset: Option<u32>,
 }
 
@@ -535,13 +530,6 @@ struct Target {
     keylist: Vec<String>,
 }
 
-/// A parameter of SQL built at run time.
-#[derive(Debug, Clone)]
-enum Bind {
-    Int(Option<i64>),
-    Text(String),
-}
-
 /// What an action does beyond its update of `workflow_instance`.
 #[derive(Debug, Clone)]
 enum Extra {
@@ -566,20 +554,52 @@ struct Action {
     /// The SET list of the order's update, if it has one: `$1` is the order, `$2` now,
     /// `$3`... `binds`.
     set: Option<&'static str>,
-    binds: Vec<Bind>,
+    binds: Vec<Param>,
     /// More statements of the transaction, each taking (`$1` order, `$2` now).
     then: &'static [&'static str],
     extra: Extra,
 }
 
-/// Statuses an order can be canceled or blocked from: any but IN-PROGRESS, COMPLETE,
-/// CANCELED and BLOCKED (a blocked order is unblocked first, so status_orig keeps one level).
+impl Action {
+    /// An action that does nothing but take the order; each action adds its own work with
+    /// struct update syntax.
+    fn new(verb: &'static str, condition: &'static str, expected: &'static str) -> Action {
+        Action {
+            verb,
+            condition,
+            expected,
+            set: None,
+            binds: Vec::new(),
+            then: &[],
+            extra: Extra::None,
+        }
+    }
+
+    /// An action on what an order holds, not on its status: refused only while a process
+    /// works on the order, whose running step owns that data.
+    fn on_data(verb: &'static str, extra: Extra) -> Action {
+        Action {
+            extra,
+            ..Action::new(verb, "workflowstatus <> 'I'", "any status but IN-PROGRESS")
+        }
+    }
+}
+
+/// Statuses an order can be canceled or blocked from, and have a step skipped in: any but
+/// IN-PROGRESS, COMPLETE, CANCELED and BLOCKED (a blocked order is unblocked first, so
+/// status_orig keeps one level).
 const HOLDABLE: &str = "workflowstatus IN ('Y', 'S', 'E', 'R', 'W', 'A', 'V', 'N')";
 const HOLDABLE_NAMES: &str =
     "READY, SCHEDULED, ERROR, RETRY, WAITING, ASYNC-WAITING, EVENT-WAITING or INCOMPLETE";
 
 /// Step statuses a step can be skipped from.
 const SKIPPABLE_STEP: &str = "('E', 'R', 'A', 'W', 'V')";
+
+/// Adds a value to an order key; a value the key has already is left as it is, not an
+/// error, since a value may be given twice (as an order key and as a unique key).
+const INSERT_ORDER_KEY: &str =
+    "INSERT INTO order_instance_keys (workflow_instanceid, keyname, value, created) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 
 fn parse_json(id: i64, what: &str, text: Option<String>) -> Value {
     match text {
@@ -644,16 +664,13 @@ macro_rules! replace_keys {
             .execute(&mut *$tx)
             .await?;
             for value in values {
-                sqlx::query(
-                    "INSERT INTO order_instance_keys (workflow_instanceid, keyname, value, created) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind($id)
-                .bind(name)
-                .bind(value)
-                .bind($now)
-                .execute(&mut *$tx)
-                .await?;
+                sqlx::query(INSERT_ORDER_KEY)
+                    .bind($id)
+                    .bind(name)
+                    .bind(value)
+                    .bind($now)
+                    .execute(&mut *$tx)
+                    .await?;
             }
         }
     }};
@@ -933,16 +950,13 @@ impl Store {
                 }
             }
             for (key, value) in &keys {
-                sqlx::query(
-                    "INSERT INTO order_instance_keys (workflow_instanceid, keyname, value, created) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(*key)
-                .bind(*value)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(INSERT_ORDER_KEY)
+                    .bind(id)
+                    .bind(*key)
+                    .bind(*value)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             id
@@ -1140,13 +1154,13 @@ impl Store {
             ));
         }
         let mut conditions: Vec<String> = Vec::new();
-        let mut binds: Vec<Bind> = Vec::new();
+        let mut binds: Vec<Param> = Vec::new();
         if let Some(name) = &q.name {
-            let p = param(&mut binds, Bind::Text(name.clone()));
+            let p = param(&mut binds, Param::text(name));
             conditions.push(format!("w.name = {p}"));
         }
         if let Some(version) = &q.version {
-            let p = param(&mut binds, Bind::Text(version.clone()));
+            let p = param(&mut binds, Param::text(version));
             conditions.push(format!("w.version = {p}"));
         }
         if !q.status.is_empty() {
@@ -1162,17 +1176,14 @@ impl Store {
                             .join(", ")
                     ))
                 })?;
-                list.push(param(&mut binds, Bind::Text(letter.to_string())));
+                list.push(param(&mut binds, Param::text(letter)));
             }
             conditions.push(format!("wi.workflowstatus IN ({})", list.join(", ")));
         }
         if let Some(key) = &q.keyname {
-            let k = param(&mut binds, Bind::Text(key.clone()));
+            let k = param(&mut binds, Param::text(key));
             let value = match &q.keyvalue {
-                Some(v) => format!(
-                    " AND k.value = {}",
-                    param(&mut binds, Bind::Text(v.clone()))
-                ),
+                Some(v) => format!(" AND k.value = {}", param(&mut binds, Param::text(v))),
                 None => String::new(),
             };
             conditions.push(format!(
@@ -1181,17 +1192,17 @@ impl Store {
             ));
         }
         if let Some(min) = q.mindate {
-            let p = param(&mut binds, Bind::Int(Some(min)));
+            let p = param(&mut binds, Param::Int(Some(min)));
             conditions.push(format!("wi.created >= {p}"));
         }
         if let Some(max) = q.maxdate {
-            let p = param(&mut binds, Bind::Int(Some(max)));
+            let p = param(&mut binds, Param::Int(Some(max)));
             conditions.push(format!("wi.created <= {p}"));
         }
-        let limit_p = param(&mut binds, Bind::Int(Some(i64::from(limit))));
+        let limit_p = param(&mut binds, Param::Int(Some(i64::from(limit))));
         let offset_p = param(
             &mut binds,
-            Bind::Int(Some(i64::from(q.offset.unwrap_or(0)))),
+            Param::Int(Some(i64::from(q.offset.unwrap_or(0)))),
         );
         let filter = if conditions.is_empty() {
             String::new()
@@ -1202,16 +1213,10 @@ impl Store {
             "{SUMMARY_SELECT} {filter} \
              ORDER BY wi.workflow_instanceid DESC LIMIT {limit_p} OFFSET {offset_p}"
         );
-        let rows: Vec<SummaryRow> = on_pool!(self, |pool| {
-            let mut query = sqlx::query_as(&sql);
-            for b in &binds {
-                query = match b {
-                    Bind::Int(v) => query.bind(*v),
-                    Bind::Text(s) => query.bind(s.as_str()),
-                };
-            }
-            query.fetch_all(pool).await?
-        });
+        let rows: Vec<SummaryRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind_params(&binds)
+            .fetch_all(pool)
+            .await?);
         Ok(rows.into_iter().map(SummaryRow::into_summary).collect())
     }
 
@@ -1232,11 +1237,7 @@ impl Store {
         self.act(
             id,
             Action {
-                verb: "retry",
-                condition: "workflowstatus IN ('E', 'R', 'A')",
-                expected: "ERROR, RETRY or ASYNC-WAITING",
                 set: Some("workflowstatus = 'R', retry_trigger = NULL, business_error = FALSE"),
-                binds: Vec::new(),
                 then: &[
                     "UPDATE step_instance SET stepstatus = 'R', modified = $2 \
                      WHERE workflow_instanceid = $1 AND stepstatus IN ('E', 'R', 'A')",
@@ -1244,7 +1245,11 @@ impl Store {
                          modified = $2 \
                      WHERE workflow_instanceid = $1 AND segmentstatus IN ('E', 'R', 'A')",
                 ],
-                extra: Extra::None,
+                ..Action::new(
+                    "retry",
+                    "workflowstatus IN ('E', 'R', 'A')",
+                    "ERROR, RETRY or ASYNC-WAITING",
+                )
             },
         )
         .await
@@ -1283,13 +1288,9 @@ impl Store {
         self.act(
             id,
             Action {
-                verb,
-                condition: HOLDABLE,
-                expected: HOLDABLE_NAMES,
                 set: Some("status_orig = workflowstatus, workflowstatus = $3"),
-                binds: vec![Bind::Text(to.to_string())],
-                then: &[],
-                extra: Extra::None,
+                binds: vec![Param::text(to)],
+                ..Action::new(verb, HOLDABLE, HOLDABLE_NAMES)
             },
         )
         .await
@@ -1306,13 +1307,8 @@ impl Store {
         self.act(
             id,
             Action {
-                verb,
-                condition,
-                expected,
                 set: Some("workflowstatus = COALESCE(status_orig, 'Y'), status_orig = NULL"),
-                binds: Vec::new(),
-                then: &[],
-                extra: Extra::None,
+                ..Action::new(verb, condition, expected)
             },
         )
         .await
@@ -1323,14 +1319,13 @@ impl Store {
         self.act(
             id,
             Action {
-                verb: "set-error",
-                condition: "workflowstatus IN ('Y', 'S', 'R', 'A', 'V', 'W', 'N')",
-                expected: "READY, SCHEDULED, RETRY, WAITING, ASYNC-WAITING, EVENT-WAITING or \
-                           INCOMPLETE",
                 set: Some("workflowstatus = 'E', retry_trigger = NULL"),
-                binds: Vec::new(),
-                then: &[],
-                extra: Extra::None,
+                ..Action::new(
+                    "set-error",
+                    "workflowstatus IN ('Y', 'S', 'R', 'A', 'V', 'W', 'N')",
+                    "READY, SCHEDULED, RETRY, WAITING, ASYNC-WAITING, EVENT-WAITING or \
+                     INCOMPLETE",
+                )
             },
         )
         .await
@@ -1351,18 +1346,18 @@ impl Store {
         self.act(
             id,
             Action {
-                verb: "reschedule",
-                condition: "workflowstatus IN ('Y', 'S') \
-                            OR (workflowstatus = 'B' AND status_orig IN ('Y', 'S'))",
-                expected: "READY, SCHEDULED, or BLOCKED from READY or SCHEDULED",
                 set: Some(
                     "scheduled = $3, \
                      workflowstatus = CASE WHEN workflowstatus = 'B' THEN 'B' ELSE $4 END, \
                      status_orig = CASE WHEN workflowstatus = 'B' THEN $4 ELSE status_orig END",
                 ),
-                binds: vec![Bind::Int(scheduled), Bind::Text(to.to_string())],
-                then: &[],
-                extra: Extra::None,
+                binds: vec![Param::Int(scheduled), Param::text(to)],
+                ..Action::new(
+                    "reschedule",
+                    "workflowstatus IN ('Y', 'S') \
+                     OR (workflowstatus = 'B' AND status_orig IN ('Y', 'S'))",
+                    "READY, SCHEDULED, or BLOCKED from READY or SCHEDULED",
+                )
             },
         )
         .await
@@ -1410,13 +1405,8 @@ impl Store {
         self.act(
             id,
             Action {
-                verb: "skip-step",
-                condition: "workflowstatus IN ('Y', 'S', 'E', 'R', 'W', 'A', 'V', 'N')",
-                expected: HOLDABLE_NAMES,
-                set: None,
-                binds: Vec::new(),
-                then: &[],
                 extra: Extra::Skip { stepid, ind },
+                ..Action::new("skip-step", HOLDABLE, HOLDABLE_NAMES)
             },
         )
         .await
@@ -1437,15 +1427,7 @@ impl Store {
         };
         self.act(
             id,
-            Action {
-                verb: "update dynamic data",
-                condition: "workflowstatus <> 'I'",
-                expected: "any status but IN-PROGRESS",
-                set: None,
-                binds: Vec::new(),
-                then: &[],
-                extra: Extra::DynamicData(patch.clone()),
-            },
+            Action::on_data("update dynamic data", Extra::DynamicData(patch.clone())),
         )
         .await
     }
@@ -1482,15 +1464,7 @@ impl Store {
         }
         self.act(
             id,
-            Action {
-                verb: "set order keys",
-                condition: "workflowstatus <> 'I'",
-                expected: "any status but IN-PROGRESS",
-                set: None,
-                binds: Vec::new(),
-                then: &[],
-                extra: Extra::Keys(keys.clone()),
-            },
+            Action::on_data("set order keys", Extra::Keys(keys.clone())),
         )
         .await
     }
@@ -1560,14 +1534,12 @@ impl Store {
                     Some((old, workflowid)) => {
                         let mut new = old.clone();
                         if let Some(update) = &update {
-                            let mut q = sqlx::query_scalar::<_, String>(update).bind(id).bind(now);
-                            for b in &action.binds {
-                                q = match b {
-                                    Bind::Int(v) => q.bind(*v),
-                                    Bind::Text(s) => q.bind(s.as_str()),
-                                };
-                            }
-                            new = q.fetch_one(&mut *tx).await?;
+                            new = sqlx::query_scalar(update)
+                                .bind(id)
+                                .bind(now)
+                                .bind_params(&action.binds)
+                                .fetch_one(&mut *tx)
+                                .await?;
                         }
                         for sql in action.then {
                             sqlx::query(sql)
@@ -1672,7 +1644,7 @@ impl Store {
 }
 
 /// Adds a parameter and returns its placeholder.
-fn param(binds: &mut Vec<Bind>, bind: Bind) -> String {
+fn param(binds: &mut Vec<Param>, bind: Param) -> String {
     binds.push(bind);
     format!("${}", binds.len())
 }
