@@ -94,6 +94,11 @@ pub enum ClientAction {
         #[command(subcommand)]
         action: crate::jobs::JobAction,
     },
+    /// Show the options a running instance has in force, or change one while it runs.
+    Option {
+        #[command(subcommand)]
+        action: crate::runtime_options::OptionAction,
+    },
 }
 
 /// An error the master answered a call with; it prints as `CODE: description`.
@@ -327,6 +332,14 @@ pub async fn run(
                 timeout,
             };
             return crate::services::run_group(&cluster, action).await;
+        }
+        ClientAction::Option { action } => {
+            let cluster = Cluster {
+                client: client.clone(),
+                endpoint: endpoint.clone(),
+                timeout,
+            };
+            return crate::runtime_options::run(&cluster, action).await;
         }
         ClientAction::Job { action } => {
             let cluster = |timeout| Cluster {

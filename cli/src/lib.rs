@@ -5,6 +5,7 @@ pub mod jobs;
 pub mod keys;
 pub mod load;
 pub mod orders;
+pub mod runtime_options;
 pub mod schema;
 pub mod services;
 

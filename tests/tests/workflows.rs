@@ -136,6 +136,31 @@ async fn an_option_changed_while_running_applies(b: Backend) -> Result<()> {
         .await?
         .expect_err("a startup-only option");
     assert_eq!(refused.code, "OPTION-ERROR", "{refused}");
+
+    // The operator's command for the same.
+    let out = flow
+        .inst
+        .admin_cli(&["option", "set", "recover_delay", "7"])?;
+    let text = sluice_e2e::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("qorus.recover_delay: 7"), "{text}");
+    let out = flow.inst.admin_cli(&["option", "show"])?;
+    let text = sluice_e2e::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "qorus.recover_delay: 7",
+        "qorus.max-retries: 1",
+        "qorus.cluster-api: tcp://127.0.0.1:",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(text.contains("(startup only)"), "{text}");
+    let out = flow
+        .inst
+        .admin_cli(&["option", "set", "qorus.systemdb", "sqlite:/tmp/x.db"])?;
+    let text = sluice_e2e::output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("OPTION-ERROR"), "{text}");
     flow.stop().await
 }
 
