@@ -32,6 +32,8 @@ pub mod ws;
 
 mod args;
 mod auth;
+#[cfg(test)]
+mod generated_docs;
 mod hygiene;
 mod rest;
 

@@ -1666,39 +1666,15 @@ mod tests {
         assert!(!fits("/system/logs/{*source}", "/system/logs"));
     }
 
-    /// `text` with what stands between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
-    /// replaced by `generated` (unchanged without the markers: the test then fails).
-    fn splice(text: &str, name: &str, generated: &str) -> String {
-        let begin = format!("<!-- {name}:begin -->");
-        let end = format!("<!-- {name}:end -->");
-        match (text.find(&begin), text.find(&end)) {
-            (Some(b), Some(e)) if b < e => format!(
-                "{}{begin}\n{}\n{}",
-                &text[..b],
-                generated.trim(),
-                &text[e..]
-            ),
-            _ => format!("{text}\n(markers {begin} ... {end} missing)"),
-        }
-    }
-
     #[test]
     fn docs_rest_md_lists_every_route_and_the_status_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rest.md");
-        let actual = std::fs::read_to_string(path).unwrap_or_default();
-        let expected = splice(
-            &splice(&actual, "routes", &render_markdown()),
-            "statuses",
-            &render_status_markdown(),
-        );
-        if std::env::var("SLUICE_BLESS").as_deref() == Ok("1") {
-            std::fs::write(path, &expected).expect("write docs/rest.md");
-            return;
-        }
-        assert!(
-            actual == expected,
-            "docs/rest.md is out of date: run \
-             `SLUICE_BLESS=1 cargo test -p sluice-http-gateway docs_rest_md`"
+        let actual = crate::generated_docs::check(
+            "rest.md",
+            &[
+                ("routes", render_markdown()),
+                ("statuses", render_status_markdown()),
+            ],
+            "docs_rest_md",
         );
         for route in ROUTES {
             assert!(actual.contains(&route.title()), "{}", route.title());

@@ -672,25 +672,5 @@ fn grpc_name(code: Code) -> String {
 #[test]
 fn docs_grpc_md_shows_the_error_table() {
     assert_eq!(grpc_name(Code::FailedPrecondition), "FAILED_PRECONDITION");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grpc.md");
-    let actual = std::fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = ("<!-- errors:begin -->", "<!-- errors:end -->");
-    let expected = match (actual.find(begin), actual.find(end)) {
-        (Some(b), Some(e)) if b < e => format!(
-            "{}{begin}\n{}{}",
-            &actual[..b],
-            render_markdown(),
-            &actual[e..]
-        ),
-        _ => panic!("docs/grpc.md has no {begin} ... {end}"),
-    };
-    if std::env::var("SLUICE_BLESS").as_deref() == Ok("1") {
-        std::fs::write(path, &expected).expect("write docs/grpc.md");
-        return;
-    }
-    assert!(
-        actual == expected,
-        "docs/grpc.md is out of date: run \
-         `SLUICE_BLESS=1 cargo test -p sluice-http-gateway docs_grpc_md`"
-    );
+    crate::generated_docs::check("grpc.md", &[("errors", render_markdown())], "docs_grpc_md");
 }

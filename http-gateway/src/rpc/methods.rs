@@ -1384,26 +1384,6 @@ mod tests {
 
     #[test]
     fn docs_rpc_md_lists_every_method() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rpc.md");
-        let actual = std::fs::read_to_string(path).unwrap_or_default();
-        let (begin, end) = ("<!-- methods:begin -->", "<!-- methods:end -->");
-        let expected = match (actual.find(begin), actual.find(end)) {
-            (Some(b), Some(e)) if b < e => format!(
-                "{}{begin}\n{}{}",
-                &actual[..b],
-                render_markdown(),
-                &actual[e..]
-            ),
-            _ => panic!("docs/rpc.md has no {begin} ... {end}"),
-        };
-        if std::env::var("SLUICE_BLESS").as_deref() == Ok("1") {
-            std::fs::write(path, &expected).expect("write docs/rpc.md");
-            return;
-        }
-        assert!(
-            actual == expected,
-            "docs/rpc.md is out of date: run \
-             `SLUICE_BLESS=1 cargo test -p sluice-http-gateway docs_rpc_md`"
-        );
+        crate::generated_docs::check("rpc.md", &[("methods", render_markdown())], "docs_rpc_md");
     }
 }
