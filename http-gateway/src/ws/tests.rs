@@ -771,3 +771,142 @@ async fn sockets_close_with_1001_when_the_gateway_stops() {
         }
     }
 }
+
+/// An `/apievents` socket over a connection of its own with a small receive buffer, its
+/// handshake done by hand: a client that never reads what it is sent.
+async fn stalled_events_socket(node: &Node) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Set before connecting, so that the window the client offers stays small.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut raw = socket.connect(node.addr).await.unwrap();
+    raw.write_all(
+        b"GET /apievents HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Byte by byte, so that nothing after the head is read here.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(Duration::from_secs(5), raw.read_u8())
+            .await
+            .expect("the handshake's answer within 5 s")
+            .unwrap();
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    raw
+}
+
+/// A plain `GET` over a connection of its own: the status line.
+async fn http_status(node: &Node, path: &str) -> String {
+    let mut raw = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    raw.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// Reads events from `socket` until the one with id `id` has come.
+async fn events_until(socket: &mut Socket, id: u64) {
+    loop {
+        let events: Value = serde_json::from_str(&text(socket).await).unwrap();
+        let last = events
+            .as_array()
+            .and_then(|events| events.iter().filter_map(|e| e["id"].as_u64()).max())
+            .unwrap_or_else(|| panic!("a list of events: {events:.200}"));
+        if last >= id {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn apievents_closes_a_client_that_stops_reading_and_serves_the_others() {
+    let node = node(false).await;
+    let mut slow = stalled_events_socket(&node).await;
+    let mut reader = node.socket("/apievents", None).await;
+
+    // 16 MiB of events, far more than the kernel buffers between the gateway and the slow
+    // client hold (its receive buffer is a few KiB; a send buffer grows to 4 MiB at most):
+    // the gateway's send to it blocks. Each round is read by the other client.
+    let pad = "x".repeat(64 * 1024);
+    let mut id = 0;
+    for _ in 0..16 {
+        for _ in 0..16 {
+            id += 1;
+            node.master
+                .raise(9, 9001, "USER_EVENT", json!({"n": id, "pad": pad}));
+        }
+        events_until(&mut reader, id).await;
+    }
+
+    // How the slow client learns that the gateway has closed the connection without reading
+    // (which would let the blocked send go on): it sends a ping frame now and then. While
+    // the gateway's socket is open, the ping is just queued there; once it is closed, the
+    // ping (or one left unread at the close) is answered with a reset (RFC 1122 4.2.2.13),
+    // and the next write fails. The gateway should close it after `SEND_TIMEOUT` (plus 2 s
+    // for its close frame); 45 s is the bound. Meanwhile the other client gets every new
+    // event and HTTP requests are answered.
+    const PING: [u8; 6] = [0x89, 0x80, 0x12, 0x34, 0x56, 0x78];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let sent = tokio::time::timeout(Duration::from_secs(5), slow.write_all(&PING))
+            .await
+            .expect("a 6-byte write within 5 s");
+        if sent.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never closed a client that stopped reading"
+        );
+        id += 1;
+        node.master.raise(9, 9001, "USER_EVENT", json!({"n": id}));
+        events_until(&mut reader, id).await;
+        assert_eq!(
+            http_status(&node, "/api/latest/system/wstoken").await,
+            "HTTP/1.1 200 OK"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // What the slow client had received: frames of events (a text frame first), then the
+    // end of the connection (EOF or a reset), not more and more.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+            .await
+            .expect("the closed connection ends within 5 s");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        assert!(got.len() < 16 << 20, "{} bytes and on", got.len());
+    }
+    if let Some(first) = got.first() {
+        assert_eq!(*first, 0x81, "a text frame first");
+    }
+
+    // And afterwards: the reader, a new socket and HTTP all work.
+    let mut fresh = node.socket("/apievents", None).await;
+    id += 1;
+    node.master.raise(9, 9001, "USER_EVENT", json!({"n": id}));
+    events_until(&mut reader, id).await;
+    events_until(&mut fresh, id).await;
+    fresh.send(WsMessage::text("ping")).await.unwrap();
+    assert_eq!(text(&mut fresh).await, "pong");
+    assert_eq!(
+        http_status(&node, "/api/latest/system/wstoken").await,
+        "HTTP/1.1 200 OK"
+    );
+}
