@@ -15,6 +15,7 @@ use serde_json::Value;
 use sluice_proto::v1::{Envelope, RaiseEvent, UserEvent};
 
 use crate::bus::Client;
+use crate::child::ChildContext;
 use crate::events::{EventCode, Severity};
 use crate::runner::CallbackError;
 use crate::store::orders::NewOrder;
@@ -53,7 +54,41 @@ fn refuse(err: &str, desc: impl Into<String>) -> CallbackError {
     CallbackError::new(err, desc)
 }
 
+/// The dict that `api` (`saveStateData`, ...) takes as its one argument.
+pub fn dict_arg(args: Vec<Value>, api: &str) -> Result<Value, CallbackError> {
+    match args.into_iter().next() {
+        Some(data @ Value::Object(_)) => Ok(data),
+        _ => Err(refuse("INVALID-ARGUMENT", format!("{api} takes a dict"))),
+    }
+}
+
 impl HostApi {
+    /// The API of the interface process `ctx` belongs to.
+    pub fn new(ctx: &ChildContext, store: Store) -> Self {
+        HostApi {
+            store,
+            master: ctx.master.clone(),
+            caller: ctx.boot.network_id.clone(),
+        }
+    }
+
+    /// [`HostApi::common`], with any other API refused as one `server` (e.g. "the job
+    /// engine") does not have.
+    pub async fn common_or_unknown(
+        &self,
+        api: &str,
+        args: Vec<Value>,
+        server: &str,
+    ) -> Result<Value, CallbackError> {
+        match self.common(api, args).await {
+            Some(result) => result,
+            None => Err(refuse(
+                "UNKNOWN-API",
+                format!("{server} has no API {api:?}"),
+            )),
+        }
+    }
+
     /// Serves `raiseEvent`, `callService` and `createOrder`; `None` for any other API, which
     /// is the interface's own to serve (or refuse).
     pub async fn common(

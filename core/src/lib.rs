@@ -7,6 +7,7 @@
 //! - [`bus`]: ZeroMQ with CURVE on every socket, carrying protobuf envelopes.
 //! - [`keys`]: CURVE keypairs and the cluster key file.
 //! - [`child`]: the loop every child process runs (bootstrap, registration, heartbeats).
+//! - [`engine`]: what the workflow, service and job engines share beside that loop.
 //! - [`events`]: system events with Qorus's classes and codes, and the in-memory sink.
 //! - [`interfaces`]: Qorus's interface definition files (YAML), parsed and validated.
 //! - [`logging`]: per-process log files plus stderr, through `tracing`.
@@ -19,6 +20,7 @@
 pub mod audit;
 pub mod bus;
 pub mod child;
+pub mod engine;
 pub mod events;
 pub mod home;
 pub mod host_api;

@@ -27,8 +27,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod code;
+mod host;
 #[cfg(test)]
 mod tests;
+
+pub use code::{Code, CodeError, CodeKind};
+#[doc(hidden)]
+pub use host::__tracing;
+pub use host::{Engine, EngineHost};
 
 /// Worker threads in a runner unless configured otherwise.
 pub const DEFAULT_WORKERS: usize = 32;

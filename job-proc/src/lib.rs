@@ -15,20 +15,20 @@ mod host;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_core::child::{ChildContext, Request};
+use sluice_core::engine::{refused, reply_to, unknown_method, Current, RestartBackoff};
 use sluice_core::events::{EventCode, Severity};
-use sluice_core::runner::{Runner, RunnerConfig, RunnerError};
+use sluice_core::host_api::HostApi;
+use sluice_core::runner::{Code, CodeKind, Runner, RunnerConfig, RunnerError};
 use sluice_core::schedule::Schedule;
-use sluice_core::store::jobs::{
-    job_status_name, Begun, JobError, JobOutcome, JobOwner, JobProgram, Refusal,
-};
+use sluice_core::store::jobs::{job_status_name, Begun, JobOutcome, JobOwner, JobProgram, Refusal};
 use sluice_core::store::orders::format_time;
-use sluice_core::store::{Store, StoreError};
-use sluice_proto::v1::{envelope::Kind, Envelope};
+use sluice_core::store::Store;
+use sluice_proto::v1::Envelope;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -36,8 +36,6 @@ use tokio::time::Instant;
 /// Worker threads in the runner: runs never overlap, but threads user code starts and
 /// callbacks in flight need a few.
 const RUNNER_WORKERS: usize = 4;
-const RUNNER_RESTART_FIRST: Duration = Duration::from_millis(200);
-const RUNNER_RESTART_MAX: Duration = Duration::from_secs(10);
 /// The longest the scheduler sleeps without looking at the clock again, so that a change of
 /// the system clock (or a missed wake-up) delays a trigger by at most this much.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -52,17 +50,7 @@ const SESSION_RETRY_MS: i64 = 1_000;
 /// The error a run gets when the runner dies under it.
 pub const RUNNER_DIED: &str = "RUNNER-DIED";
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{0}")]
-    Setup(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Job(#[from] JobError),
-    #[error(transparent)]
-    Runner(#[from] RunnerError),
-}
+pub use sluice_core::engine::EngineError;
 
 /// The job as loaded, with its parsed schedule.
 pub struct Loaded {
@@ -87,31 +75,17 @@ pub struct Shared {
     pub network_id: String,
     /// The master's live session (changes when a new master adopts this process).
     pub session: Arc<AtomicI64>,
-    pub loaded: Mutex<Arc<Loaded>>,
-    pub runner: Mutex<Runner>,
+    pub loaded: Current<Arc<Loaded>>,
+    pub runner: Current<Runner>,
     /// The run in progress (jobid, job_instanceid): callbacks without a call context
     /// (threads user code started) belong to it.
-    pub current: Mutex<Option<(i64, i64)>>,
+    pub current: Current<Option<(i64, i64)>>,
     /// Events, service calls and orders from user code (shared with workflows and services).
-    pub api: sluice_core::host_api::HostApi,
+    pub api: HostApi,
     events: mpsc::UnboundedSender<(EventCode, Severity, Value)>,
 }
 
 impl Shared {
-    pub fn loaded(&self) -> Arc<Loaded> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn runner(&self) -> Runner {
-        self.runner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     fn owner(&self) -> JobOwner<'_> {
         JobOwner {
             // Read at each begin: adoption by a new master changes it.
@@ -127,20 +101,11 @@ impl Shared {
     }
 }
 
-/// The engine's entry point, run by the child loop.
-pub async fn run(ctx: ChildContext) -> Result<(), String> {
-    run_engine(ctx).await.map_err(|e| e.to_string())
-}
-
 async fn load(store: &Store, name: &str, version: &str) -> Result<Loaded, EngineError> {
     let program = store
         .load_job_program(name, version)
         .await?
-        .ok_or_else(|| {
-            EngineError::Setup(format!(
-                "job {name}:{version} is not loaded in the system database"
-            ))
-        })?;
+        .ok_or_else(|| EngineError::not_loaded("job", name, version))?;
     let schedule = program.job.schedule()?;
     Ok(Loaded { program, schedule })
 }
@@ -148,23 +113,16 @@ async fn load(store: &Store, name: &str, version: &str) -> Result<Loaded, Engine
 /// Loads the job's class into `runner`; a class without `run()` is refused.
 async fn load_class(runner: &Runner, loaded: &Loaded) -> Result<(), EngineError> {
     let p = &loaded.program;
-    let module = sluice_core::runner::module_name("job", &p.job.name, &p.job.version, &p.code_hash);
-    let info = runner
-        .load(&module, &p.class_name, &p.source)
-        .await
-        .map_err(|e| {
-            EngineError::Setup(format!(
-                "cannot load the code of job {}:{} (class {}): {e}",
-                p.job.name, p.job.version, p.class_name
-            ))
-        })?;
-    if !info.has("run") {
-        return Err(EngineError::Setup(format!(
-            "class {} of job {}:{} has no run() method",
-            p.class_name, p.job.name, p.job.version
-        )));
-    }
-    Ok(())
+    let code = Code {
+        kind: CodeKind::Job,
+        name: &p.job.name,
+        version: &p.job.version,
+        class: &p.class_name,
+        source: &p.source,
+        code_hash: &p.code_hash,
+    };
+    let info = code.load(runner).await?;
+    Ok(code.require(&info, "run")?)
 }
 
 /// When a job that starts at `now` runs first: `(next trigger, fire at once)`. A trigger
@@ -216,7 +174,8 @@ enum RunReport {
     Failed(String),
 }
 
-async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
+/// The engine's entry point, run by the child loop.
+pub async fn run(mut ctx: ChildContext) -> Result<(), EngineError> {
     // The child loop read them (and keeps the operator's changes in them).
     let options = ctx.options.current();
     let (name, version) = ctx.boot.interface("job").map_err(EngineError::Setup)?;
@@ -235,20 +194,16 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         loaded.schedule.describe(),
         runner.pid().unwrap_or_default()
     );
-    let api = sluice_core::host_api::HostApi {
-        store: store.clone(),
-        master: ctx.master.clone(),
-        caller: ctx.boot.network_id.clone(),
-    };
+    let api = HostApi::new(&ctx, store.clone());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let event_task = tokio::spawn(send_events(api.clone(), events_rx));
     let shared = Arc::new(Shared {
         store: store.clone(),
         network_id: ctx.boot.network_id.clone(),
         session: ctx.session.clone(),
-        loaded: Mutex::new(Arc::new(loaded)),
-        runner: Mutex::new(runner),
-        current: Mutex::new(None),
+        loaded: Current::new(Arc::new(loaded)),
+        runner: Current::new(runner),
+        current: Current::new(None),
         api,
         events: events_tx,
     });
@@ -263,7 +218,7 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         queued: VecDeque::new(),
         running: None,
         restart_at: None,
-        restart_delay: RUNNER_RESTART_FIRST,
+        restart: RestartBackoff::default(),
         retired: None,
         last_refusal: None,
     };
@@ -272,7 +227,7 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
     loop {
         engine.start_what_is_due().await;
         let wake = engine.wake();
-        let runner = shared.runner();
+        let runner = shared.runner.get();
         tokio::select! {
             _ = stopping.changed() => break,
             Some(request) = ctx.requests.recv() => engine.handle_request(request).await,
@@ -291,9 +246,9 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
                 tracing::error!(
                     "the Python runner {}; starting a new one in {} ms",
                     runner.exit_status().unwrap_or_else(|| "exited".into()),
-                    engine.restart_delay.as_millis()
+                    engine.restart.delay().as_millis()
                 );
-                engine.restart_at = Some(Instant::now() + engine.restart_delay);
+                engine.restart_at = Some(Instant::now() + engine.restart.delay());
             }
             _ = tokio::time::sleep_until(engine.restart_at.unwrap_or_else(Instant::now)),
                 if engine.restart_at.is_some() => engine.restart_runner().await,
@@ -307,14 +262,14 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
             EventCode::JobStop,
             Severity::Info,
             with(
-                shared.loaded().describe(),
+                shared.loaded.get().describe(),
                 json!({"reason": "the job process is stopping"}),
             ),
         );
     }
     drop(engine);
     // Every sender of the event queue is gone once `shared` is: the task then drains it.
-    let runner = shared.runner();
+    let runner = shared.runner.get();
     drop(shared);
     if tokio::time::timeout(EVENT_DRAIN, event_task).await.is_err() {
         tracing::warn!("stopping: events not delivered to the master are dropped");
@@ -326,7 +281,7 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
 /// Sends queued events to the master, one at a time, in order. Ends when every sender is
 /// gone and the queue is empty.
 async fn send_events(
-    api: sluice_core::host_api::HostApi,
+    api: HostApi,
     mut queue: mpsc::UnboundedReceiver<(EventCode, Severity, Value)>,
 ) {
     while let Some((code, severity, info)) = queue.recv().await {
@@ -354,7 +309,7 @@ struct Engine {
     running: Option<Running>,
     /// When to start a new runner after the last one died.
     restart_at: Option<Instant>,
-    restart_delay: Duration,
+    restart: RestartBackoff,
     /// Set once the job expired: nothing is scheduled any more, and when the master was last
     /// asked to retire the process.
     retired: Option<Instant>,
@@ -366,7 +321,7 @@ struct Engine {
 impl Engine {
     /// The first trigger, at start.
     async fn start_schedule(&mut self) {
-        let loaded = self.shared.loaded();
+        let loaded = self.shared.loaded.get();
         self.shared.raise(
             EventCode::JobStart,
             Severity::Info,
@@ -405,7 +360,7 @@ impl Engine {
     /// next start to see whether it was missed).
     async fn plan(&mut self, next: Option<i64>) {
         self.next = next;
-        let jobid = self.shared.loaded().jobid();
+        let jobid = self.shared.loaded.get().jobid();
         match next {
             Some(at) => tracing::debug!("next run at {}", format_time(at)),
             None => tracing::info!("no further run is scheduled"),
@@ -426,7 +381,7 @@ impl Engine {
         if let Some(asked) = self.retired {
             return (asked + RETIRE_RETRY).min(cap);
         }
-        let expiry = self.shared.loaded().program.job.expiry_date;
+        let expiry = self.shared.loaded.get().program.job.expiry_date;
         let at = match (self.next, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -464,7 +419,7 @@ impl Engine {
     }
 
     fn runner_ready(&self) -> bool {
-        self.restart_at.is_none() && self.shared.runner().is_alive()
+        self.restart_at.is_none() && self.shared.runner.get().is_alive()
     }
 
     /// Starts a run when nothing runs and one is wanted: a manual run first (an operator is
@@ -478,7 +433,7 @@ impl Engine {
             if asked.elapsed() >= RETIRE_RETRY {
                 self.ask_to_retire();
             }
-        } else if self.shared.loaded().program.job.expired(now) {
+        } else if self.shared.loaded.get().program.job.expired(now) {
             self.retire(now).await;
         }
         if !self.runner_ready() {
@@ -494,7 +449,7 @@ impl Engine {
         let Some(due) = self.next.filter(|at| *at <= now) else {
             return;
         };
-        let next = next_trigger(&self.shared.loaded().schedule, due, now);
+        let next = next_trigger(&self.shared.loaded.get().schedule, due, now);
         self.plan(next).await;
         self.start(Trigger::Schedule { due }, None);
     }
@@ -510,7 +465,7 @@ impl Engine {
     /// The job's expiry date has passed: no more runs; the master is asked to stop this
     /// process for good.
     async fn retire(&mut self, now: i64) {
-        let loaded = self.shared.loaded();
+        let loaded = self.shared.loaded.get();
         let reason = format!(
             "the job expired at {}",
             loaded
@@ -556,7 +511,7 @@ impl Engine {
         self.restart_at = None;
         let started = async {
             let runner = Runner::start(self.config.clone(), self.host.clone()).await?;
-            load_class(&runner, &self.shared.loaded()).await?;
+            load_class(&runner, &self.shared.loaded.get()).await?;
             Ok::<_, EngineError>(runner)
         }
         .await;
@@ -566,16 +521,16 @@ impl Engine {
                     "Python runner restarted (pid {})",
                     runner.pid().unwrap_or_default()
                 );
-                *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) = runner;
-                self.restart_delay = RUNNER_RESTART_FIRST.max(self.restart_delay / 4);
+                self.shared.runner.set(runner);
+                self.restart.shorten();
             }
             Err(err) => {
-                self.restart_delay = (self.restart_delay * 2).min(RUNNER_RESTART_MAX);
+                self.restart.lengthen();
                 tracing::error!(
                     "cannot start the Python runner: {err}; trying again in {} ms",
-                    self.restart_delay.as_millis()
+                    self.restart.delay().as_millis()
                 );
-                self.restart_at = Some(Instant::now() + self.restart_delay);
+                self.restart_at = Some(Instant::now() + self.restart.delay());
             }
         }
     }
@@ -593,9 +548,9 @@ impl Engine {
                 let result = self.reschedule().await;
                 reply(request, result);
             }
-            other => {
-                let description = format!("{} does not serve {other}", self.shared.network_id);
-                reply(request, Err(("UNKNOWN-METHOD", description)));
+            _ => {
+                let answer = unknown_method(&request.envelope, &self.shared.network_id);
+                let _ = request.reply.send(answer);
             }
         }
     }
@@ -603,12 +558,12 @@ impl Engine {
     /// Loads the job's definition, code and schedule again. A run in progress finishes with
     /// the code it started with; runs started from now on use the new code.
     async fn reset(&mut self) -> Result<Value, (&'static str, String)> {
-        let current = self.shared.loaded();
+        let current = self.shared.loaded.get();
         let job = &current.program.job;
         let fresh = load(&self.shared.store, &job.name, &job.version)
             .await
             .map_err(|e| ("RESET-ERROR", e.to_string()))?;
-        load_class(&self.shared.runner(), &fresh)
+        load_class(&self.shared.runner.get(), &fresh)
             .await
             .map_err(|e| ("RESET-ERROR", e.to_string()))?;
         let body = json!({
@@ -616,7 +571,7 @@ impl Engine {
             "class": fresh.program.class_name,
             "schedule": fresh.schedule.describe(),
         });
-        *self.shared.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        self.shared.loaded.set(Arc::new(fresh));
         tracing::info!("reset: job code and definition reloaded");
         self.replan().await;
         Ok(body)
@@ -624,7 +579,7 @@ impl Engine {
 
     /// Reads the schedule, expiry and active flag again and plans the next run from now.
     async fn reschedule(&mut self) -> Result<Value, (&'static str, String)> {
-        let current = self.shared.loaded();
+        let current = self.shared.loaded.get();
         let job = &current.program.job;
         let fresh = self
             .shared
@@ -635,7 +590,7 @@ impl Engine {
             .ok_or_else(|| {
                 (
                     "NOT-FOUND",
-                    format!("job {}:{} is no longer loaded", job.name, job.version),
+                    EngineError::no_longer_loaded("job", &job.name, &job.version).to_string(),
                 )
             })?;
         let schedule = fresh
@@ -645,14 +600,15 @@ impl Engine {
             job: fresh,
             ..current.program.clone()
         };
-        *self.shared.loaded.lock().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Loaded { program, schedule });
+        self.shared
+            .loaded
+            .set(Arc::new(Loaded { program, schedule }));
         self.replan().await;
         Ok(json!({"next_trigger": self.next}))
     }
 
     async fn replan(&mut self) {
-        let loaded = self.shared.loaded();
+        let loaded = self.shared.loaded.get();
         let now = sluice_core::now_ms();
         if self.retired.is_some() && !loaded.program.job.expired(now) {
             // A new expiry date (or none) while the master had not yet stopped us.
@@ -699,7 +655,7 @@ enum Trigger {
 /// One run: begin (refused when the job may not run), call `run()` in the runner, record
 /// the outcome, raise the events.
 async fn run_once(shared: Arc<Shared>, trigger: Trigger) -> RunReport {
-    let loaded = shared.loaded();
+    let loaded = shared.loaded.get();
     let jobid = loaded.jobid();
     let begun = match shared.store.begin_job_instance(jobid, shared.owner()).await {
         Ok(begun) => begun,
@@ -715,7 +671,7 @@ async fn run_once(shared: Arc<Shared>, trigger: Trigger) -> RunReport {
         } => (job_instanceid, started),
         Begun::Refused(why) => return RunReport::Refused(why),
     };
-    *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((jobid, job_instanceid));
+    shared.current.set(Some((jobid, job_instanceid)));
     let (trigger_name, due) = match trigger {
         Trigger::Schedule { due } => ("schedule", Some(due)),
         Trigger::Manual => ("manual", None),
@@ -735,7 +691,8 @@ async fn run_once(shared: Arc<Shared>, trigger: Trigger) -> RunReport {
         "schedule": loaded.schedule.describe(),
     });
     let outcome = match shared
-        .runner()
+        .runner
+        .get()
         .call(&loaded.program.class_name, "run", Vec::new(), context)
         .await
     {
@@ -761,7 +718,7 @@ async fn run_once(shared: Arc<Shared>, trigger: Trigger) -> RunReport {
             info: None,
         },
     };
-    *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    shared.current.set(None);
     let (status, error) = match &outcome {
         JobOutcome::Complete => ("C", None),
         JobOutcome::Error {
@@ -815,22 +772,14 @@ async fn run_once(shared: Arc<Shared>, trigger: Trigger) -> RunReport {
 }
 
 fn reply(request: Request, result: Result<Value, (&'static str, String)>) {
-    let mut envelope = Envelope {
-        id: request.envelope.id,
-        method: request.envelope.method.clone(),
-        kind: Kind::Reply as i32,
-        ..Default::default()
+    let base = reply_to(&request.envelope);
+    let envelope = match result {
+        Ok(body) => Envelope {
+            body: body.to_string().into_bytes(),
+            ..base
+        },
+        Err((code, description)) => refused(base, code, description, None),
     };
-    match result {
-        Ok(body) => envelope.body = body.to_string().into_bytes(),
-        Err((code, description)) => {
-            envelope.error = Some(sluice_proto::v1::Error {
-                code: code.into(),
-                description,
-                ..Default::default()
-            })
-        }
-    }
     let _ = request.reply.send(envelope);
 }
 

@@ -14,6 +14,5 @@ struct Args {}
 
 fn main() -> ExitCode {
     let _args = Args::parse();
-    let work: sluice_core::child::Work = Box::new(|ctx| Box::pin(sluice_job_proc::run(ctx)));
-    ExitCode::from(sluice_core::child::main_with("job", Some(work)))
+    sluice_core::engine::main("job", sluice_job_proc::run)
 }

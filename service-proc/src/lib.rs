@@ -19,27 +19,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_core::child::{ChildContext, Request};
+use sluice_core::engine::{refused, reply_to, unknown_method, Current, EngineError};
 use sluice_core::events::{EventCode, Severity};
-use sluice_core::host_api::{HostApi, SERVICE_CALL_TIMEOUT};
-use sluice_core::runner::{CallbackError, CallbackFuture, ClassInfo, EngineSlot, Host, Runner};
+use sluice_core::host_api::{dict_arg, HostApi, SERVICE_CALL_TIMEOUT};
+use sluice_core::runner::{
+    CallbackError, CallbackFuture, ClassInfo, Code, CodeKind, EngineSlot, Host, Runner,
+};
 use sluice_core::store::services::{MethodLock, ServiceProgram};
 use sluice_core::store::Store;
-use sluice_proto::v1::{envelope::Kind, Envelope};
+use sluice_proto::v1::Envelope;
 
 /// Worker threads in the runner: how many method calls run at once (`start()` holds one).
 const RUNNER_WORKERS: usize = 32;
 /// How long `stop()` and a `start()` that must end may take at unload or reset.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error("{0}")]
-    Setup(String),
-    #[error(transparent)]
-    Store(#[from] sluice_core::store::StoreError),
-    #[error(transparent)]
-    Runner(#[from] sluice_core::runner::RunnerError),
-}
 
 /// The body of a `call` request on the service process's socket.
 #[derive(Debug, Deserialize)]
@@ -74,7 +67,7 @@ struct Service {
     store: Store,
     api: HostApi,
     runner: Runner,
-    current: Mutex<Arc<Loaded>>,
+    current: Current<Arc<Loaded>>,
     /// Qorus's service lock: `write` methods take it exclusively, every other call shared.
     lock: tokio::sync::RwLock<()>,
     /// Resets one at a time.
@@ -86,15 +79,8 @@ struct Service {
 }
 
 impl Service {
-    fn current(&self) -> Arc<Loaded> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     fn describe(&self) -> String {
-        let now = self.current();
+        let now = self.current.get();
         format!("service {}:{}", now.program.name, now.program.version)
     }
 }
@@ -110,7 +96,7 @@ struct ServiceHost {
 impl ServiceHost {
     fn parts(&self) -> Option<(HostApi, i64)> {
         if let Some(service) = self.service.get() {
-            return Some((service.api.clone(), service.current().program.serviceid));
+            return Some((service.api.clone(), service.current.get().program.serviceid));
         }
         self.early.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -131,62 +117,38 @@ impl Host for ServiceHost {
                     .map(|v| v.unwrap_or(Value::Null))
                     .map_err(|e| CallbackError::new("DATABASE-ERROR", e.to_string())),
                 "saveStateData" => {
-                    let Some(data @ Value::Object(_)) = args.into_iter().next() else {
-                        return Err(CallbackError::new(
-                            "INVALID-ARGUMENT",
-                            "saveStateData takes a dict",
-                        ));
-                    };
+                    let data = dict_arg(args, &api)?;
                     host.store
                         .save_service_state(serviceid, &data)
                         .await
                         .map(|()| Value::Null)
                         .map_err(|e| CallbackError::new("DATABASE-ERROR", e.to_string()))
                 }
-                other => match host.common(other, args).await {
-                    Some(result) => result,
-                    None => Err(CallbackError::new(
-                        "UNKNOWN-API",
-                        format!("a service has no API {other:?}"),
-                    )),
-                },
+                other => host.common_or_unknown(other, args, "a service").await,
             }
         })
     }
 
     fn log(&self, level: &str, message: &str, _context: Option<&Value>) {
-        match level {
-            "debug" => tracing::debug!("{message}"),
-            "warn" | "warning" => tracing::warn!("{message}"),
-            "error" | "fatal" => tracing::error!("{message}"),
-            _ => tracing::info!("{message}"),
-        }
+        sluice_core::runner_log!(level, message);
     }
 }
 
 /// The engine's entry point, run by the child loop.
-pub async fn run(ctx: ChildContext) -> Result<(), String> {
-    run_service(ctx).await.map_err(|e| e.to_string())
-}
-
-async fn run_service(mut ctx: ChildContext) -> Result<(), ServiceError> {
+pub async fn run(mut ctx: ChildContext) -> Result<(), EngineError> {
     // The child loop read them (and keeps the operator's changes in them).
     let options = ctx.options.current();
-    let (name, version) = ctx.boot.interface("service").map_err(ServiceError::Setup)?;
+    let (name, version) = ctx.boot.interface("service").map_err(EngineError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
-    let api = HostApi {
-        store: store.clone(),
-        master: ctx.master.clone(),
-        caller: ctx.boot.network_id.clone(),
-    };
+    let api = HostApi::new(&ctx, store.clone());
     let loaded = setup(&ctx, &options, &store, &api, &name, &version).await;
     let service = match loaded {
         Ok(ready) => ready,
         Err(err) => {
             // Calls that arrived while it loaded learn why it will not serve them.
             while let Ok(request) = ctx.requests.try_recv() {
-                let answer = fail(
-                    reply(&request.envelope),
+                let answer = refused(
+                    reply_to(&request.envelope),
                     "SERVICE-LOAD-ERROR",
                     format!("service {name}:{version} could not be loaded: {err}"),
                     None,
@@ -202,7 +164,7 @@ async fn run_service(mut ctx: ChildContext) -> Result<(), ServiceError> {
             return Err(err);
         }
     };
-    let program = service.current().program.clone();
+    let program = service.current.get().program.clone();
     tracing::info!(
         "service {name}:{version} (id {}) ready: {} method(s), runner pid {}",
         program.serviceid,
@@ -223,7 +185,7 @@ async fn run_service(mut ctx: ChildContext) -> Result<(), ServiceError> {
             _ = stopping.changed() => break Ok(()),
             _ = runner.exited() => {
                 let how = runner.exit_status().unwrap_or_default();
-                break Err(ServiceError::Setup(format!(
+                break Err(EngineError::Setup(format!(
                     "the Python runner of service {name}:{version} {how}; the process exits so \
                      the master can restart the service"
                 )));
@@ -235,7 +197,7 @@ async fn run_service(mut ctx: ChildContext) -> Result<(), ServiceError> {
         }
     };
     if outcome.is_ok() {
-        unload(&service, service.current()).await;
+        unload(&service, service.current.get()).await;
         service.runner.stop(Duration::from_secs(5)).await;
     }
     api.raise_event(
@@ -256,16 +218,15 @@ async fn setup(
     api: &HostApi,
     name: &str,
     version: &str,
-) -> Result<Arc<Service>, ServiceError> {
-    let program = store.load_service(name, version).await?.ok_or_else(|| {
-        ServiceError::Setup(format!(
-            "service {name}:{version} is not loaded in the system database"
-        ))
-    })?;
+) -> Result<Arc<Service>, EngineError> {
+    let program = store
+        .load_service(name, version)
+        .await?
+        .ok_or_else(|| EngineError::not_loaded("service", name, version))?;
     let config = ctx
         .boot
         .runner_config(options, RUNNER_WORKERS)
-        .map_err(ServiceError::Setup)?;
+        .map_err(EngineError::Setup)?;
     let host = Arc::new(ServiceHost::default());
     *host.early.lock().unwrap_or_else(|p| p.into_inner()) = Some((api.clone(), program.serviceid));
     let runner = Runner::start(config, host.clone()).await?;
@@ -275,7 +236,7 @@ async fn setup(
         store: store.clone(),
         api: api.clone(),
         runner,
-        current: Mutex::new(loaded.clone()),
+        current: Current::new(loaded.clone()),
         lock: tokio::sync::RwLock::new(()),
         resetting: tokio::sync::Mutex::new(()),
         starting: AtomicUsize::new(0),
@@ -287,25 +248,16 @@ async fn setup(
 }
 
 /// Loads `program`'s class and makes its instance, with `init()` run.
-async fn instantiate(
-    runner: &Runner,
-    program: ServiceProgram,
-) -> Result<Arc<Loaded>, ServiceError> {
-    let module = sluice_core::runner::module_name(
-        "svc",
-        &program.name,
-        &program.version,
-        &program.code_hash,
-    );
-    let class = runner
-        .load(&module, &program.class_name, &program.source)
-        .await
-        .map_err(|e| {
-            ServiceError::Setup(format!(
-                "cannot load the code of service {}:{} (class {}): {e}",
-                program.name, program.version, program.class_name
-            ))
-        })?;
+async fn instantiate(runner: &Runner, program: ServiceProgram) -> Result<Arc<Loaded>, EngineError> {
+    let code = Code {
+        kind: CodeKind::Service,
+        name: &program.name,
+        version: &program.version,
+        class: &program.class_name,
+        source: &program.source,
+        code_hash: &program.code_hash,
+    };
+    let class = code.load(runner).await?;
     let missing: Vec<&str> = program
         .methods
         .iter()
@@ -313,11 +265,10 @@ async fn instantiate(
         .filter(|m| !class.has(m))
         .collect();
     if !missing.is_empty() {
-        return Err(ServiceError::Setup(format!(
-            "class {} of service {}:{} does not define the declared method(s) {}",
+        return Err(EngineError::Setup(format!(
+            "class {} of {} does not define the declared method(s) {}",
             program.class_name,
-            program.name,
-            program.version,
+            code.what(),
             missing.join(", ")
         )));
     }
@@ -331,7 +282,7 @@ async fn instantiate(
         .create(&program.class_name, context)
         .await?
         .map_err(|e| {
-            ServiceError::Setup(format!(
+            EngineError::Setup(format!(
                 "the constructor of service {}:{} raised {e}",
                 program.name, program.version
             ))
@@ -339,7 +290,7 @@ async fn instantiate(
     if class.has("init") {
         if let Err(e) = runner.call_instance(&handle, "init", Vec::new()).await? {
             let _ = runner.drop_instance(&handle).await;
-            return Err(ServiceError::Setup(format!(
+            return Err(EngineError::Setup(format!(
                 "init() of service {}:{} raised {e}",
                 program.name, program.version
             )));
@@ -440,39 +391,21 @@ async fn unload(service: &Arc<Service>, loaded: Arc<Loaded>) {
     }
 }
 
-fn reply(request: &Envelope) -> Envelope {
-    Envelope {
-        id: request.id,
-        method: request.method.clone(),
-        kind: Kind::Reply as i32,
-        ..Default::default()
-    }
-}
-
-fn fail(mut reply: Envelope, code: &str, description: String, info: Option<Value>) -> Envelope {
-    reply.error = Some(sluice_proto::v1::Error {
-        code: code.to_string(),
-        description,
-        info_json: info.map(|i| i.to_string().into_bytes()).unwrap_or_default(),
-    });
-    reply
-}
-
 async fn handle(service: &Arc<Service>, request: Request) {
     let envelope = request.envelope;
     let out = match envelope.method.as_str() {
         "call" => call(service, &envelope).await,
         "reset" => match reset(service).await {
             Ok(text) => {
-                let mut r = reply(&envelope);
+                let mut r = reply_to(&envelope);
                 r.body = text.into_bytes();
                 r
             }
-            Err(err) => fail(reply(&envelope), "RESET-ERROR", err.to_string(), None),
+            Err(err) => refused(reply_to(&envelope), "RESET-ERROR", err.to_string(), None),
         },
         "status" => {
-            let now = service.current();
-            let mut r = reply(&envelope);
+            let now = service.current.get();
+            let mut r = reply_to(&envelope);
             r.body = json!({
                 "status": if service.starting.load(Ordering::SeqCst) > 0 { "running" } else { "loaded" },
                 "serviceid": now.program.serviceid,
@@ -485,23 +418,18 @@ async fn handle(service: &Arc<Service>, request: Request) {
             .into_bytes();
             r
         }
-        other => fail(
-            reply(&envelope),
-            "UNKNOWN-METHOD",
-            format!("{} does not serve {other}", service.network_id),
-            None,
-        ),
+        _ => unknown_method(&envelope, &service.network_id),
     };
     let _ = request.reply.send(out);
 }
 
 /// One method call: checks, the lock, the deadline, the call, the reply.
 async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
-    let base = reply(envelope);
+    let base = reply_to(envelope);
     let request: CallRequest = match serde_json::from_slice(&envelope.body) {
         Ok(r) => r,
         Err(e) => {
-            return fail(
+            return refused(
                 base,
                 "INVALID-ARGUMENT",
                 format!("malformed call (JSON {{\"method\", \"args\"}} expected): {e}"),
@@ -515,9 +443,9 @@ async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
     } else {
         SERVICE_CALL_TIMEOUT
     };
-    let loaded = service.current();
+    let loaded = service.current.get();
     let Some(method) = loaded.program.method(&request.method).cloned() else {
-        return fail(
+        return refused(
             base,
             "UNKNOWN-METHOD",
             format!(
@@ -537,7 +465,7 @@ async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
         );
     };
     if method.internal && request.external {
-        return fail(
+        return refused(
             base,
             "AUTHORIZATION-ERROR",
             format!(
@@ -555,7 +483,7 @@ async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
             MethodLock::Write => Guard::Write(service.lock.write().await),
             MethodLock::Read | MethodLock::None => Guard::Read(service.lock.read().await),
         };
-        let loaded = service.current();
+        let loaded = service.current.get();
         loaded.calls.fetch_add(1, Ordering::SeqCst);
         let _count = CallCount(&loaded);
         service
@@ -564,7 +492,7 @@ async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
             .await
     };
     match tokio::time::timeout(deadline, run).await {
-        Err(_) => fail(
+        Err(_) => refused(
             base,
             "TIMEOUT",
             format!(
@@ -575,14 +503,14 @@ async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
             ),
             None,
         ),
-        Ok(Err(e)) => fail(base, "SERVICE-ERROR", e.to_string(), None),
+        Ok(Err(e)) => refused(base, "SERVICE-ERROR", e.to_string(), None),
         Ok(Ok(Err(user))) => {
             let info = json!({
                 "type": user.r#type, "message": user.message,
                 "traceback": user.traceback, "info": user.info,
             });
             let description = user.message.clone();
-            fail(base, &user.r#type, description, Some(info))
+            refused(base, &user.r#type, description, Some(info))
         }
         Ok(Ok(Ok(value))) => {
             let mut r = base;
@@ -609,21 +537,17 @@ impl Drop for CallCount<'_> {
 }
 
 /// Loads the newest code beside the running instance and switches to it (module doc).
-async fn reset(service: &Arc<Service>) -> Result<String, ServiceError> {
+async fn reset(service: &Arc<Service>) -> Result<String, EngineError> {
     let _one = service.resetting.lock().await;
-    let old = service.current();
+    let old = service.current.get();
+    let (name, version) = (&old.program.name, &old.program.version);
     let program = service
         .store
-        .load_service(&old.program.name, &old.program.version)
+        .load_service(name, version)
         .await?
-        .ok_or_else(|| {
-            ServiceError::Setup(format!(
-                "service {}:{} is no longer loaded",
-                old.program.name, old.program.version
-            ))
-        })?;
+        .ok_or_else(|| EngineError::no_longer_loaded("service", name, version))?;
     let new = instantiate(&service.runner, program).await?;
-    *service.current.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
+    service.current.set(new.clone());
     tracing::info!(
         "reset: {} now runs code {} ({} call(s) finishing on the old code)",
         service.describe(),

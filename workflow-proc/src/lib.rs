@@ -19,13 +19,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_core::child::ChildContext;
-use sluice_core::runner::{ClassInfo, Runner, RunnerConfig};
+use sluice_core::engine::{refused, reply_to, unknown_method, Current, RestartBackoff};
+use sluice_core::runner::{ClassInfo, Code, CodeKind, Runner, RunnerConfig};
 use sluice_core::store::engine::{Owner, WorkflowProgram};
 use sluice_core::store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use committer::{Committed, Committer};
+pub use sluice_core::engine::EngineError;
 
 /// Orders one process runs at once.
 const MAX_IN_FLIGHT: usize = 512;
@@ -35,18 +37,6 @@ const CLAIM_BATCH: usize = 200;
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Worker threads in the runner: steps that block (I/O, sleeps) run side by side.
 const RUNNER_WORKERS: usize = 32;
-const RUNNER_RESTART_FIRST: Duration = Duration::from_millis(200);
-const RUNNER_RESTART_MAX: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{0}")]
-    Setup(String),
-    #[error(transparent)]
-    Store(#[from] sluice_core::store::StoreError),
-    #[error(transparent)]
-    Runner(#[from] sluice_core::runner::RunnerError),
-}
 
 /// The loaded workflow with the runner classes of its steps.
 pub struct Program {
@@ -66,8 +56,8 @@ pub struct Shared {
     /// `TOKEN/N` (see `OrderTransition::claim`).
     pub token: String,
     pub claims: std::sync::atomic::AtomicU64,
-    pub program: Mutex<Arc<Program>>,
-    pub runner: Mutex<Runner>,
+    pub program: Current<Arc<Program>>,
+    pub runner: Current<Runner>,
     /// `qorus.recover_delay` and `qorus.max-retries` are read here at each error, so an
     /// operator's change applies to the next one.
     pub options: Arc<sluice_core::options::LiveOptions>,
@@ -80,20 +70,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn program(&self) -> Arc<Program> {
-        self.program
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn runner(&self) -> Runner {
-        self.runner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     pub fn owner(&self) -> Owner<'_> {
         Owner {
             session: self.session.load(std::sync::atomic::Ordering::SeqCst),
@@ -104,20 +80,15 @@ impl Shared {
 }
 
 /// The engine's entry point, run by the child loop.
-pub async fn run(ctx: ChildContext) -> Result<(), String> {
-    run_engine(ctx).await.map_err(|e| e.to_string())
-}
-
-async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
+pub async fn run(mut ctx: ChildContext) -> Result<(), EngineError> {
     // The child loop read them (and keeps the operator's changes in them).
     let options = ctx.options.current();
     let (name, version) = ctx.boot.interface("workflow").map_err(EngineError::Setup)?;
     let store = Store::open(&options.systemdb(), false).await?;
-    let workflow = store.load_program(&name, &version).await?.ok_or_else(|| {
-        EngineError::Setup(format!(
-            "workflow {name}:{version} is not loaded in the system database"
-        ))
-    })?;
+    let workflow = store
+        .load_program(&name, &version)
+        .await?
+        .ok_or_else(|| EngineError::not_loaded("workflow", &name, &version))?;
     let config = ctx
         .boot
         .runner_config(&options, RUNNER_WORKERS)
@@ -153,38 +124,34 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
         network_id,
         token,
         claims: std::sync::atomic::AtomicU64::new(0),
-        program: Mutex::new(Arc::new(Program { workflow, classes })),
-        runner: Mutex::new(runner),
+        program: Current::new(Arc::new(Program { workflow, classes })),
+        runner: Current::new(runner),
         options: ctx.options.clone(),
         stopping: ctx.stopping.clone(),
         orders: Mutex::new(HashMap::new()),
         master: ctx.master.clone(),
-        api: sluice_core::host_api::HostApi {
-            store: store.clone(),
-            master: ctx.master.clone(),
-            caller: ctx.boot.network_id.clone(),
-        },
+        api: sluice_core::host_api::HostApi::new(&ctx, store.clone()),
     });
     host.attach(&shared);
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut poll = tokio::time::interval(IDLE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut restart_delay = RUNNER_RESTART_FIRST;
+    let mut restart = RestartBackoff::default();
     let mut stopping = ctx.stopping.clone();
     loop {
-        let runner = shared.runner();
+        let runner = shared.runner.get();
         tokio::select! {
             _ = stopping.changed() => break,
             Some(request) = ctx.requests.recv() => handle_request(&shared, &config, request).await,
             _ = runner.exited() => {
                 // In-flight calls have failed with "runner died"; their steps went to
                 // RETRY and run again (validation first) once a new runner is up.
-                tracing::error!("the Python runner exited; starting a new one in {} ms", restart_delay.as_millis());
-                tokio::time::sleep(restart_delay).await;
-                restart_delay = (restart_delay * 2).min(RUNNER_RESTART_MAX);
+                tracing::error!("the Python runner exited; starting a new one in {} ms", restart.delay().as_millis());
+                tokio::time::sleep(restart.delay()).await;
+                restart.lengthen();
                 match restart_runner(&shared, &config, host.clone()).await {
-                    Ok(()) => restart_delay = RUNNER_RESTART_FIRST.max(restart_delay / 4),
+                    Ok(()) => restart.shorten(),
                     Err(err) => tracing::error!("cannot start the Python runner: {err}"),
                 }
             }
@@ -202,12 +169,12 @@ async fn run_engine(mut ctx: ChildContext) -> Result<(), EngineError> {
     if released > 0 {
         tracing::info!("stopping: {released} unfinished order(s) handed back as RETRY");
     }
-    shared.runner().stop(Duration::from_secs(5)).await;
+    shared.runner.get().stop(Duration::from_secs(5)).await;
     Ok(())
 }
 
 async fn claim(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
-    if *shared.stopping.borrow() || !shared.runner().is_alive() {
+    if *shared.stopping.borrow() || !shared.runner.get().is_alive() {
         return;
     }
     loop {
@@ -218,7 +185,7 @@ async fn claim(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
         if room < CLAIM_BATCH && !tasks.is_empty() {
             return;
         }
-        let workflowid = shared.program().workflow.workflowid;
+        let workflowid = shared.program.get().workflow.workflowid;
         let claim = format!(
             "{}/{}",
             shared.token,
@@ -258,23 +225,16 @@ async fn load_classes(
 ) -> Result<HashMap<i64, (String, ClassInfo)>, EngineError> {
     let mut classes = HashMap::new();
     for step in &workflow.steps {
-        let module =
-            sluice_core::runner::module_name("step", &step.name, &step.version, &step.code_hash);
-        let info = runner
-            .load(&module, &step.class_name, &step.source)
-            .await
-            .map_err(|e| {
-                EngineError::Setup(format!(
-                    "cannot load the code of step {}:{} (class {}): {e}",
-                    step.name, step.version, step.class_name
-                ))
-            })?;
-        if !info.has("primary") {
-            return Err(EngineError::Setup(format!(
-                "class {} of step {}:{} has no primary() method",
-                step.class_name, step.name, step.version
-            )));
-        }
+        let code = Code {
+            kind: CodeKind::Step,
+            name: &step.name,
+            version: &step.version,
+            class: &step.class_name,
+            source: &step.source,
+            code_hash: &step.code_hash,
+        };
+        let info = code.load(runner).await?;
+        code.require(&info, "primary")?;
         classes.insert(step.stepid, (step.class_name.clone(), info));
     }
     Ok(classes)
@@ -286,17 +246,17 @@ async fn restart_runner(
     host: Arc<host::EngineHost>,
 ) -> Result<(), EngineError> {
     let runner = Runner::start(config.clone(), host).await?;
-    let program = shared.program();
+    let program = shared.program.get();
     let classes = load_classes(&runner, &program.workflow).await?;
-    *shared.program.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(Program {
+    shared.program.set(Arc::new(Program {
         workflow: program.workflow.clone(),
         classes,
-    });
+    }));
     tracing::info!(
         "Python runner restarted (pid {})",
         runner.pid().unwrap_or_default()
     );
-    *shared.runner.lock().unwrap_or_else(|p| p.into_inner()) = runner;
+    shared.runner.set(runner);
     Ok(())
 }
 
@@ -306,52 +266,33 @@ async fn handle_request(
     _config: &RunnerConfig,
     request: sluice_core::child::Request,
 ) {
-    let mut reply = sluice_proto::v1::Envelope {
-        id: request.envelope.id,
-        method: request.envelope.method.clone(),
-        kind: sluice_proto::v1::envelope::Kind::Reply as i32,
-        ..Default::default()
-    };
-    match request.envelope.method.as_str() {
+    let envelope = &request.envelope;
+    let reply = match envelope.method.as_str() {
         "reset" => match reset(shared).await {
-            Ok(steps) => reply.body = format!("{steps}").into_bytes(),
-            Err(err) => {
-                reply.error = Some(sluice_proto::v1::Error {
-                    code: "RESET-ERROR".into(),
-                    description: err.to_string(),
-                    ..Default::default()
-                })
-            }
+            Ok(steps) => sluice_proto::v1::Envelope {
+                body: steps.to_string().into_bytes(),
+                ..reply_to(envelope)
+            },
+            Err(err) => refused(reply_to(envelope), "RESET-ERROR", err.to_string(), None),
         },
-        other => {
-            reply.error = Some(sluice_proto::v1::Error {
-                code: "UNKNOWN-METHOD".into(),
-                description: format!("{} does not serve {other}", shared.network_id),
-                ..Default::default()
-            })
-        }
-    }
+        _ => unknown_method(envelope, &shared.network_id),
+    };
     let _ = request.reply.send(reply);
 }
 
 /// Loads the workflow's definition and code again. Steps already running finish with the
 /// code they started with; every step started from now on runs the new code.
 async fn reset(shared: &Arc<Shared>) -> Result<usize, EngineError> {
-    let current = shared.program();
+    let current = shared.program.get();
+    let (name, version) = (&current.workflow.name, &current.workflow.version);
     let workflow = shared
         .store
-        .load_program(&current.workflow.name, &current.workflow.version)
+        .load_program(name, version)
         .await?
-        .ok_or_else(|| {
-            EngineError::Setup(format!(
-                "workflow {}:{} is no longer loaded",
-                current.workflow.name, current.workflow.version
-            ))
-        })?;
-    let classes = load_classes(&shared.runner(), &workflow).await?;
+        .ok_or_else(|| EngineError::no_longer_loaded("workflow", name, version))?;
+    let classes = load_classes(&shared.runner.get(), &workflow).await?;
     let steps = workflow.steps.len();
-    *shared.program.lock().unwrap_or_else(|p| p.into_inner()) =
-        Arc::new(Program { workflow, classes });
+    shared.program.set(Arc::new(Program { workflow, classes }));
     tracing::info!("reset: workflow code reloaded ({steps} step(s))");
     Ok(steps)
 }

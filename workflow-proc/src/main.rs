@@ -14,6 +14,5 @@ struct Args {}
 
 fn main() -> ExitCode {
     let _args = Args::parse();
-    let work: sluice_core::child::Work = Box::new(|ctx| Box::pin(sluice_workflow_proc::run(ctx)));
-    ExitCode::from(sluice_core::child::main_with("workflow", Some(work)))
+    sluice_core::engine::main("workflow", sluice_workflow_proc::run)
 }

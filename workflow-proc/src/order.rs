@@ -100,7 +100,7 @@ async fn run_steps(
     state: &Arc<OrderState>,
 ) -> Result<(), String> {
     let id = claimed.id;
-    let program = shared.program();
+    let program = shared.program.get();
     let mut steps: HashMap<i64, Step> = program
         .workflow
         .steps
@@ -390,7 +390,7 @@ async fn attempt(
             },
         };
     };
-    let runner = shared.runner();
+    let runner = shared.runner.get();
     if ran_before && info.has("validation") {
         match runner
             .call(class, "validation", Vec::new(), context.clone())
