@@ -34,14 +34,16 @@ impl MasterLink for FakeMaster {
     }
 }
 
-fn ok(body: Vec<u8>) -> Result<Envelope, BusError> {
+/// A stand-in master's answer with `body` (for the other stand-ins too).
+pub(crate) fn ok(body: Vec<u8>) -> Result<Envelope, BusError> {
     Ok(Envelope {
         body,
         ..Default::default()
     })
 }
 
-fn refused(code: &str, description: &str, info: &str) -> Result<Envelope, BusError> {
+/// A stand-in master's refusal.
+pub(crate) fn refused(code: &str, description: &str, info: &str) -> Result<Envelope, BusError> {
     Ok(Envelope {
         error: Some(sluice_proto::v1::Error {
             code: code.into(),

@@ -23,6 +23,7 @@ use tonic::Code;
 use super::api::system_api_client::SystemApiClient;
 use super::*;
 use crate::listeners::{self, Bound};
+use crate::tests::{ok, refused};
 use crate::{app, ws, Gateway, MasterLink};
 
 type Answer = Box<dyn Fn(&Envelope) -> Result<Envelope, BusError> + Send + Sync>;
@@ -56,24 +57,6 @@ impl MasterLink for Master {
             reply
         })
     }
-}
-
-fn ok(body: Vec<u8>) -> Result<Envelope, BusError> {
-    Ok(Envelope {
-        body,
-        ..Default::default()
-    })
-}
-
-fn refused(code: &str, description: &str, info: &str) -> Result<Envelope, BusError> {
-    Ok(Envelope {
-        error: Some(sluice_proto::v1::Error {
-            code: code.into(),
-            description: description.into(),
-            info_json: info.as_bytes().to_vec(),
-        }),
-        ..Default::default()
-    })
 }
 
 fn event(id: u64) -> Event {

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tower::ServiceExt;
 
+use crate::tests::ok as reply;
 use crate::{app, body_bytes, App, Gateway, MasterLink};
 
 /// Events as the master keeps them: ids from 1, a long poll that returns when one comes.
@@ -56,13 +57,6 @@ impl Master {
             last_id: events.len() as u64,
         }
     }
-}
-
-fn reply(body: Vec<u8>) -> Result<Envelope, BusError> {
-    Ok(Envelope {
-        body,
-        ..Default::default()
-    })
 }
 
 impl MasterLink for Master {
