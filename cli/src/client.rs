@@ -187,23 +187,7 @@ pub async fn run(
         ClientAction::Status => {
             let body = call("omq.system.get-status", Vec::new(), timeout).await?;
             let s = SystemStatus::decode(body.as_slice())?;
-            println!("instance:  {}", s.instance_key);
-            println!("status:    {}", s.status);
-            println!("session:   {}", s.session_id);
-            println!("master:    pid {} on {}", s.master_pid, s.host);
-            println!("version:   {}", s.version);
-            println!("uptime:    {} s", s.uptime_ms / 1000);
-            println!("processes: {}", s.processes.len());
-            for p in &s.processes {
-                println!(
-                    "  {:<24} {:<14} pid {:<8} {:<10} {}",
-                    p.network_id,
-                    p.process_type,
-                    p.pid,
-                    p.status,
-                    p.endpoints.join(",")
-                );
-            }
+            print!("{}", sluice_core::report::status_text(&s));
         }
         ClientAction::Events { since, follow } => {
             let mut since = *since;
@@ -242,26 +226,7 @@ pub async fn run(
         ClientAction::Interfaces => {
             let body = call("omq.system.list-interfaces", Vec::new(), timeout).await?;
             let list = InterfaceList::decode(body.as_slice())?;
-            println!(
-                "{:<9} {:<28} {:<10} {:<9} {:<8} {:<11} PID",
-                "TYPE", "NAME", "VERSION", "AUTOSTART", "ENABLED", "STATUS"
-            );
-            for i in &list.interfaces {
-                println!(
-                    "{:<9} {:<28} {:<10} {:<9} {:<8} {:<11} {}",
-                    i.r#type,
-                    i.name,
-                    i.version,
-                    i.autostart,
-                    i.enabled,
-                    i.status,
-                    if i.pid > 0 {
-                        i.pid.to_string()
-                    } else {
-                        "-".into()
-                    }
-                );
-            }
+            print!("{}", sluice_core::report::interfaces_text(&list));
         }
         ClientAction::Start {
             r#type,

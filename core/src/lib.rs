@@ -13,6 +13,7 @@
 //! - [`logging`]: per-process log files plus stderr, through `tracing`.
 //! - [`home`]: the instance home directory (`$OMQ_DIR`) and its layout.
 //! - [`host_api`]: the callbacks steps, services and jobs share (events, service calls, orders).
+//! - [`report`]: the system's status and interfaces as operators read them (CLI and `ostatus`).
 //! - [`runner`]: the Python runner that runs interface code, and its line-delimited JSON protocol.
 //! - [`schedule`]: job schedules: Qorus's cron grammar and fixed periods.
 //! - [`secret`]: a wrapper that keeps secrets out of logs and `Debug` output.
@@ -28,6 +29,7 @@ pub mod interfaces;
 pub mod keys;
 pub mod logging;
 pub mod options;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod secret;

@@ -35,6 +35,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use prost::Message as _;
 use serde_json::{json, Value};
+use sluice_core::report;
 use sluice_proto::v1::{InterfaceList, SystemStatus};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
@@ -393,8 +394,8 @@ async fn ostatus(
         });
     match (status, interfaces) {
         (Ok(status), Ok(interfaces)) => {
-            out.text(&status_text(&status)).await?;
-            out.text(&interfaces_text(&interfaces)).await?;
+            out.text(&report::status_text(&status)).await?;
+            out.text(&report::interfaces_text(&interfaces)).await?;
             Ok(0)
         }
         (Err(error), _) | (_, Err(error)) => {
@@ -402,58 +403,6 @@ async fn ostatus(
             Ok(1)
         }
     }
-}
-
-/// The system's status as `sluice status` prints it.
-pub fn status_text(s: &SystemStatus) -> String {
-    let mut text = format!(
-        "instance:  {}\nstatus:    {}\nsession:   {}\nmaster:    pid {} on {}\n\
-         version:   {}\nuptime:    {} s\nprocesses: {}\n",
-        s.instance_key,
-        s.status,
-        s.session_id,
-        s.master_pid,
-        s.host,
-        s.version,
-        s.uptime_ms / 1000,
-        s.processes.len()
-    );
-    for p in &s.processes {
-        text.push_str(&format!(
-            "  {:<24} {:<14} pid {:<8} {:<10} {}\n",
-            p.network_id,
-            p.process_type,
-            p.pid,
-            p.status,
-            p.endpoints.join(",")
-        ));
-    }
-    text
-}
-
-/// The interfaces as `sluice interfaces` prints them.
-pub fn interfaces_text(list: &InterfaceList) -> String {
-    let mut text = format!(
-        "{:<9} {:<28} {:<10} {:<9} {:<8} {:<11} PID\n",
-        "TYPE", "NAME", "VERSION", "AUTOSTART", "ENABLED", "STATUS"
-    );
-    for i in &list.interfaces {
-        text.push_str(&format!(
-            "{:<9} {:<28} {:<10} {:<9} {:<8} {:<11} {}\n",
-            i.r#type,
-            i.name,
-            i.version,
-            i.autostart,
-            i.enabled,
-            i.status,
-            if i.pid > 0 {
-                i.pid.to_string()
-            } else {
-                "-".into()
-            }
-        ));
-    }
-    text
 }
 
 /// Forwards one pipe's lines to `lines`.
