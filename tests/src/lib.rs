@@ -369,14 +369,16 @@ impl Instance {
                     return Ok(());
                 }
                 bail!(
-                    "{} exited ({status}) before writing {needle:?}",
-                    self.procs[i].name
+                    "{} exited ({status}) before writing {needle:?}; its stderr ends:\n{}",
+                    self.procs[i].name,
+                    tail(&self.procs[i].stderr, 20)
                 );
             }
             if Instant::now() > deadline {
                 bail!(
-                    "timed out after {timeout:?} waiting for {needle:?} in {}",
-                    file.display()
+                    "timed out after {timeout:?} waiting for {needle:?} in {}; it ends:\n{}",
+                    file.display(),
+                    tail(file, 20)
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -563,8 +565,45 @@ pub fn assert_contains_all(haystack: &str, needles: &[&str]) {
     }
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// Ports the harness hands out: below the kernel's ephemeral range (32768-60999 on
+/// Linux), so no outgoing connection of a parallel test (to PostgreSQL, to a gateway) can
+/// take one between the moment it is chosen and the moment a Sluice process binds it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Locks on the ports this test process reserved, held until it exits. One lock file
+/// per port in a directory every test process shares, so two parallel tests never get
+/// the same port.
+static RESERVED_PORTS: std::sync::Mutex<Vec<nix::fcntl::Flock<fs::File>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A TCP port on 127.0.0.1 that is free and reserved for this test process: no other
+/// test gets it while this one runs (see [`TEST_PORTS`]). Falls back to a port the
+/// kernel picks when the reservation directory cannot be used.
 pub fn free_port() -> u16 {
+    use nix::fcntl::{Flock, FlockArg};
+    use rand::Rng;
+
+    let dir = std::env::temp_dir().join("sluice-e2e-ports");
+    if fs::create_dir_all(&dir).is_ok() {
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let port = rng.random_range(TEST_PORTS);
+            let Ok(file) = fs::File::create(dir.join(port.to_string())) else {
+                continue;
+            };
+            let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+                continue; // another test process holds it
+            };
+            // A port that a process outside the harness listens on is skipped too.
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            if let Ok(mut held) = RESERVED_PORTS.lock() {
+                held.push(lock);
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
