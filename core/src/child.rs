@@ -3,8 +3,9 @@
 //! The master starts a child with its identity and a fresh CURVE keypair written as one JSON
 //! line to the child's stdin (never argv or the environment, which other local users can
 //! read). The child then:
-//! 1. serves its own ROUTER (ephemeral port) for direct calls, admitting only the master
-//!    (which authenticates with the cluster keypair);
+//! 1. serves its own ROUTER (ephemeral port) for direct calls, admitting the master (which
+//!    authenticates with the cluster keypair) and the HTTP gateway (the keypair derived
+//!    from it), which may only `ping` and `call`;
 //! 2. connects a DEALER to the master's control endpoint and registers;
 //! 3. heartbeats; answers `ping`, `get-info` and `stop` from the master on either socket;
 //! 4. when the master has been silent for longer than `qorus.master-grace`, stops cleanly,
@@ -173,14 +174,33 @@ pub fn read_bootstrap() -> Result<Bootstrap, ChildError> {
     serde_json::from_str(&line).map_err(|e| ChildError::Bootstrap(e.to_string()))
 }
 
-/// Admits only the master, which authenticates with the cluster keypair.
-struct MasterOnly {
+/// The user id a child's socket gives the master's connections.
+pub const MASTER_USER: &str = "master";
+/// The user id a child's socket gives the HTTP gateway's direct calls.
+pub const GATEWAY_USER: &str = "gateway";
+/// What the gateway may ask of a child directly; everything else (`stop`, `reset`, ...)
+/// is the master's alone.
+const GATEWAY_METHODS: &[&str] = &["ping", "call"];
+
+/// Admits the master, which authenticates with the cluster keypair, and the HTTP gateway,
+/// with the keypair derived from it ([`KeyPair::gateway`]).
+struct MasterAndGateway {
     master_public: [u8; 32],
+    gateway_public: [u8; 32],
 }
 
-impl Authenticator for MasterOnly {
+impl Authenticator for MasterAndGateway {
     fn authenticate(&self, client_public: &[u8; 32], _peer: &str) -> Option<String> {
-        crate::secret::ct_eq(client_public, &self.master_public).then(|| "master".to_string())
+        // Both compared, always: the time taken says nothing about which key matched.
+        let master = crate::secret::ct_eq(client_public, &self.master_public);
+        let gateway = crate::secret::ct_eq(client_public, &self.gateway_public);
+        if master {
+            Some(MASTER_USER.to_string())
+        } else if gateway {
+            Some(GATEWAY_USER.to_string())
+        } else {
+            None
+        }
     }
 }
 
@@ -280,8 +300,9 @@ pub async fn run(
     )?;
     let cluster = keys::load_key_file(&boot.network_key)?;
     let own = KeyPair::from_secret(keys::z85_decode(boot.client_secret.expose())?);
-    let bus = Bus::new(Arc::new(MasterOnly {
+    let bus = Bus::new(Arc::new(MasterAndGateway {
         master_public: *cluster.public(),
+        gateway_public: *cluster.gateway()?.public(),
     }))?;
     let mut direct = bus.serve("tcp://127.0.0.1:0", &cluster)?;
     let direct_replier = direct.replier();
@@ -401,7 +422,16 @@ pub async fn run(
                 if stop { break StopReason::Master; }
             }
             Some(incoming) = direct.recv() => {
-                touch();
+                if incoming.peer.user_id != MASTER_USER
+                    && !GATEWAY_METHODS.contains(&incoming.envelope.method.as_str())
+                {
+                    let refusal = not_yours(&id, &incoming.envelope, &incoming.peer.user_id);
+                    reply_direct(&direct_replier, &incoming.peer, refusal);
+                    continue;
+                }
+                if incoming.peer.user_id == MASTER_USER {
+                    touch();
+                }
                 let stop = incoming.envelope.method == "stop";
                 match answer(&id, &incoming.envelope, work.is_some()) {
                     Answer::Reply(reply) => reply_direct(&direct_replier, &incoming.peer, *reply),
@@ -556,6 +586,20 @@ fn answer(id: &Identity, request: &Envelope, has_work: bool) -> Answer {
         _ => reply = unknown_method(id, request),
     }
     Answer::Reply(Box::new(reply))
+}
+
+/// The refusal of a method the caller (the gateway) may not ask of this process.
+fn not_yours(id: &Identity, request: &Envelope, caller: &str) -> Envelope {
+    let mut reply = unknown_method(id, request);
+    reply.error = Some(sluice_proto::v1::Error {
+        code: "AUTHORIZATION-ERROR".into(),
+        description: format!(
+            "{} serves {} only to the master, not to {caller}",
+            id.boot.network_id, request.method
+        ),
+        ..Default::default()
+    });
+    reply
 }
 
 fn unknown_method(id: &Identity, request: &Envelope) -> Envelope {

@@ -117,6 +117,19 @@ impl KeyPair {
     pub fn secret_z85(&self) -> Secret {
         Secret::new(z85_encode(&self.secret))
     }
+
+    /// The HTTP gateway's keypair, derived from the cluster keypair: SHA-256 of a fixed
+    /// label and the cluster secret. Every process that holds the cluster key file
+    /// computes the same public key, so an interface process knows the gateway's direct
+    /// calls apart from the master's from its first moment, across restarts of the
+    /// gateway and of the master, with no key exchange to race.
+    pub fn gateway(&self) -> Result<KeyPair, KeyError> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"sluice http-gateway CURVE key v1\0");
+        hash.update(self.secret);
+        KeyPair::try_from_secret(hash.finalize().into())
+    }
 }
 
 extern "C" {
@@ -306,6 +319,21 @@ mod tests {
         assert!(matches!(z85_decode(&overflow), Err(KeyError::BadZ85(_))));
         let err = z85_decode("short").unwrap_err().to_string();
         assert!(err.contains("40 characters"), "{err}");
+    }
+
+    #[test]
+    fn the_gateway_key_is_derived_stable_and_distinct() {
+        let cluster = KeyPair::generate();
+        let gateway = cluster.gateway().unwrap();
+        assert_eq!(gateway.public(), cluster.gateway().unwrap().public());
+        assert_ne!(gateway.public(), cluster.public());
+        assert_ne!(gateway.secret(), cluster.secret());
+        assert_eq!(
+            KeyPair::from_secret(*gateway.secret()).public(),
+            gateway.public()
+        );
+        let other = KeyPair::generate().gateway().unwrap();
+        assert_ne!(other.public(), gateway.public());
     }
 
     #[test]

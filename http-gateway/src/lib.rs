@@ -4,7 +4,9 @@
 //! REST route table ([`routes`]), and forwarded over the bus to the master as the system
 //! API verb the route names; the master's reply (or error) becomes the HTTP reply. The
 //! gateway calls the master as one of its children, so the master's permission checks
-//! pass; the gateway itself decides what an HTTP caller may do.
+//! pass; the gateway itself decides what an HTTP caller may do. Service method calls go
+//! straight to the running service's process instead ([`direct`]), found with the
+//! master's registry.
 //!
 //! - [`listeners`]: HTTP and HTTPS listeners, per-address connection limits, graceful
 //!   stop, and [`preflight`] (startup step 7's check the master runs before it starts
@@ -21,6 +23,7 @@
 //! Not here yet (it has its place): OAuth2 and RBAC users (`auth`).
 
 pub mod compression;
+pub mod direct;
 pub mod errors;
 pub mod format;
 pub mod grpc;
@@ -46,6 +49,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use sluice_core::bus::{BusError, Client};
 use sluice_core::child::ChildContext;
+use sluice_core::keys::KeyPair;
 use sluice_proto::v1::Envelope;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
@@ -102,6 +106,8 @@ pub struct Gateway {
     pub status: rest::StatusCache,
     /// The instance's directories and what the sockets share (tokens, the event feed).
     pub local: ws::Local,
+    /// The way straight to service processes; `None` sends every call to the master.
+    pub direct: Option<Arc<direct::Direct>>,
 }
 
 /// The whole HTTP application, as one cloneable service.
@@ -154,12 +160,22 @@ pub async fn run(ctx: ChildContext) -> Result<(), String> {
         boot.logdir.clone(),
         stopping.clone(),
     );
+    let master: Arc<dyn MasterLink> = Arc::new(master);
+    let direct = direct_route(&boot).map(Arc::new);
+    if let Some(direct) = &direct {
+        tokio::spawn(direct.clone().follow(
+            master.clone(),
+            options.local_endpoint("events"),
+            stopping.clone(),
+        ));
+    }
     let app = app(Gateway {
-        master: Arc::new(master),
+        master,
         rbac_security: options.rbac_security(),
         status: Default::default(),
         cors: options.cors_enable(),
         local,
+        direct,
     });
     if options.rbac_security() {
         tracing::warn!(
@@ -191,6 +207,28 @@ pub async fn run(ctx: ChildContext) -> Result<(), String> {
         .map_err(|e| format!("the HTTP server failed: {e}"))?;
     tracing::info!("HTTP gateway stopped");
     Ok(())
+}
+
+/// The direct route to service processes, with this process's keys; `None` (every call
+/// through the master, which is slower but works) when they cannot be read.
+fn direct_route(boot: &sluice_core::child::Bootstrap) -> Option<direct::Direct> {
+    use sluice_core::keys;
+    let made = keys::load_key_file(&boot.network_key)
+        .and_then(|cluster| {
+            let own = KeyPair::try_from_secret(keys::z85_decode(boot.client_secret.expose())?)?;
+            Ok((cluster, own))
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|(cluster, own)| {
+            direct::Direct::new(own, *cluster.public()).map_err(|e| e.to_string())
+        });
+    match made {
+        Ok(direct) => Some(direct),
+        Err(err) => {
+            tracing::warn!("service calls go through the master: {err}");
+            None
+        }
+    }
 }
 
 /// Turns an axum body into bytes (tests and tools).

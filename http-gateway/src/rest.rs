@@ -433,6 +433,20 @@ impl Gateway {
         timeout: Duration,
         deadline_ms: i64,
     ) -> Result<Vec<u8>, ApiError> {
+        if method == crate::rpc::methods::CALL_SERVICE {
+            if let Some(direct) = &self.direct {
+                match direct.call_service(&body, timeout, deadline_ms).await {
+                    Some(Ok(reply)) => {
+                        return match reply.error {
+                            Some(error) => Err(ApiError::from_bus(error)),
+                            None => Ok(reply.body),
+                        }
+                    }
+                    Some(Err(err)) => return Err(ApiError::new(err.code(), err.to_string())),
+                    None => {}
+                }
+            }
+        }
         let request = sluice_proto::v1::Envelope {
             method: method.to_string(),
             body,

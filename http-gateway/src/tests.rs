@@ -149,6 +149,7 @@ impl Harness {
             cors,
             status: Default::default(),
             local: ws::Local::standalone("test-key", std::env::temp_dir().join("sluice-no-home")),
+            direct: None,
         });
         Harness { app, master }
     }
@@ -165,6 +166,7 @@ impl Harness {
             cors: false,
             status: Default::default(),
             local: ws::Local::standalone("test-key", home),
+            direct: None,
         });
         Harness { app, master }
     }

@@ -521,14 +521,6 @@ struct Node {
 
 /// Control endpoints live under `$OMQ_DIR/var`, named for the instance: stable across
 /// master restarts, so children reconnect to a restarted master by themselves.
-fn local_endpoint(options: &Options, what: &str) -> String {
-    format!(
-        "ipc://{}/{}.{what}.ipc",
-        options.home().var_dir().display(),
-        options.instance_key()
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 fn start_bus(
     options: &Options,
@@ -555,9 +547,9 @@ fn start_bus(
                 source,
             })
     };
-    let control_endpoint = local_endpoint(options, "master");
+    let control_endpoint = options.local_endpoint("master");
     let control = bind(&control_endpoint)?;
-    let events_endpoint = local_endpoint(options, "events");
+    let events_endpoint = options.local_endpoint("events");
     let publisher = bus
         .publisher(&events_endpoint, cluster_key)
         .map_err(|source| StartupError::Bus {
@@ -585,6 +577,7 @@ fn start_bus(
         home: options.home().root().to_path_buf(),
         overrides: overrides.to_vec(),
         python_dir: sluice_core::runner::locate_python_dir(options.home().root(), &bin_dir()),
+        gateway_key: Some(cluster_key.gateway()?),
     };
     let mut tasks = vec![supervisor.run(
         mailbox,

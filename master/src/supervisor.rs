@@ -152,6 +152,9 @@ pub struct Config {
     pub home: PathBuf,
     pub overrides: Vec<String>,
     pub python_dir: Option<PathBuf>,
+    /// The HTTP gateway's keypair ([`KeyPair::gateway`]); `None` gives it a fresh one,
+    /// which interface processes do not admit.
+    pub gateway_key: Option<KeyPair>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,7 +492,12 @@ impl Actor {
         child.adopted = false;
         let generation = child.generation;
 
-        let pair = KeyPair::generate();
+        // The gateway's keypair is the one derived from the cluster key, which every
+        // interface process admits for direct calls; every other child gets a fresh one.
+        let pair = match (&config.gateway_key, child.spec.kind) {
+            (Some(key), ChildKind::HttpGateway) => key.clone(),
+            _ => KeyPair::generate(),
+        };
         let old_key = child.public_key.replace(*pair.public());
         {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());

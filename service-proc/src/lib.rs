@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_core::child::{ChildContext, Request};
+use sluice_core::child::{ChildContext, Request, MASTER_USER};
 use sluice_core::engine::{refused, reply_to, unknown_method, Current, EngineError};
 use sluice_core::events::{EventCode, Severity};
 use sluice_core::host_api::{dict_arg, HostApi, SERVICE_CALL_TIMEOUT};
@@ -394,7 +394,8 @@ async fn unload(service: &Arc<Service>, loaded: Arc<Loaded>) {
 async fn handle(service: &Arc<Service>, request: Request) {
     let envelope = request.envelope;
     let out = match envelope.method.as_str() {
-        "call" => call(service, &envelope).await,
+        // A direct call (from the gateway) comes from outside the system by definition.
+        "call" => call(service, &envelope, request.caller != MASTER_USER).await,
         "reset" => match reset(service).await {
             Ok(text) => {
                 let mut r = reply_to(&envelope);
@@ -424,9 +425,9 @@ async fn handle(service: &Arc<Service>, request: Request) {
 }
 
 /// One method call: checks, the lock, the deadline, the call, the reply.
-async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
+async fn call(service: &Arc<Service>, envelope: &Envelope, direct: bool) -> Envelope {
     let base = reply_to(envelope);
-    let request: CallRequest = match serde_json::from_slice(&envelope.body) {
+    let mut request: CallRequest = match serde_json::from_slice(&envelope.body) {
         Ok(r) => r,
         Err(e) => {
             return refused(
@@ -437,6 +438,7 @@ async fn call(service: &Arc<Service>, envelope: &Envelope) -> Envelope {
             )
         }
     };
+    request.external |= direct;
     let deadline = if envelope.deadline_ms > 0 {
         let left = envelope.deadline_ms - sluice_core::now_ms();
         Duration::from_millis(u64::try_from(left).unwrap_or(0))

@@ -1212,3 +1212,108 @@ async fn connections_per_address_are_limited() -> Result<()> {
     drop(open);
     node.stop()
 }
+
+/// Sends one request to the own socket of an interface process as the gateway does, with
+/// the keypair derived from the cluster key; the reply.
+async fn as_the_gateway(
+    node: &GatewayNode,
+    endpoint: &str,
+    method: &str,
+    body: Value,
+) -> Result<sluice_proto::v1::Envelope> {
+    let cluster = sluice_core::keys::load_key_file(&node.inst.home().join("etc/cluster.key"))?;
+    let bus = sluice_core::bus::Bus::client()?;
+    let client = bus.connect(endpoint, cluster.public(), &cluster.gateway()?)?;
+    let request = sluice_proto::v1::Envelope {
+        method: method.into(),
+        body: body.to_string().into_bytes(),
+        ..Default::default()
+    };
+    Ok(client.call(request, Duration::from_secs(10)).await?)
+}
+
+#[tokio::test]
+async fn service_calls_go_straight_to_the_service_process() -> Result<()> {
+    let (node, _port, rest) = serving_test_svc("e2e-gw-direct")?;
+    let path = "/api/latest/services/TEST-SVC/echo?action=call";
+    assert_eq!(node.echo_when_up(&rest, &json!([1])).await?, json!([1]));
+    let master = Pid::from_raw(node.inst.pid(node.master));
+
+    // With the master frozen, a call that went through it could not be answered: the
+    // gateway answers from the service process alone. It may take the gateway a registry
+    // fetch (3 s) to learn of the process, so it gets a few tries, each with the master
+    // frozen only briefly.
+    let quick = Rest::local(_port, Duration::from_secs(2))?;
+    let mut answered = None;
+    for _ in 0..10 {
+        kill(master, Signal::SIGSTOP)?;
+        let reply = quick.put(path, Some(json!({"args": ["frozen"]}))).await;
+        kill(master, Signal::SIGCONT)?;
+        if let Ok((StatusCode::OK, value)) = reply {
+            answered = Some(value);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        answered,
+        Some(json!(["frozen"])),
+        "no call was answered while the master was stopped"
+    );
+
+    // Straight to the process, the caller is from outside: internal methods are refused,
+    // and errors keep their shape.
+    let (status, reply) = rest
+        .put("/api/latest/services/TEST-SVC/secret?action=call", None)
+        .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+    assert_eq!(reply["err"], "AUTHORIZATION-ERROR", "{reply}");
+    let (status, reply) = rest
+        .put(
+            "/api/latest/services/TEST-SVC/fail?action=call",
+            Some(json!({"args": ["broken"]})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    assert!(reply["desc"].to_string().contains("broken"), "{reply}");
+
+    // The gateway's key opens the service's socket for calls, and for nothing the master
+    // alone may ask.
+    let endpoint = node
+        .log(SVC)
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("endpoint="))
+                .map(str::to_string)
+        })
+        .context("the service's log names no endpoint")?;
+    let reply = as_the_gateway(
+        &node,
+        &endpoint,
+        "call",
+        json!({"method": "echo", "args": ["direct"]}),
+    )
+    .await?;
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&reply.body)?,
+        json!(["direct"])
+    );
+    let reply = as_the_gateway(&node, &endpoint, "call", json!({"method": "secret"})).await?;
+    assert_eq!(
+        reply.error.map(|e| e.code).as_deref(),
+        Some("AUTHORIZATION-ERROR"),
+        "the gateway's calls are external"
+    );
+    for method in ["stop", "reset", "status", "get-info"] {
+        let reply = as_the_gateway(&node, &endpoint, method, json!({})).await?;
+        let error = reply.error.context("the gateway was not refused")?;
+        assert_eq!(error.code, "AUTHORIZATION-ERROR", "{method}: {error:?}");
+    }
+    assert_eq!(
+        node.echo_when_up(&rest, &json!(["still up"])).await?,
+        json!(["still up"])
+    );
+    node.stop()
+}

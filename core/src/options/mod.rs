@@ -184,6 +184,16 @@ impl Options {
         self.text("instance-key")
     }
 
+    /// The master's local socket `what` (`master`: control, `events`: the PUB), an
+    /// `ipc://` path under `$OMQ_DIR/var`, stable across restarts so children find it.
+    pub fn local_endpoint(&self, what: &str) -> String {
+        format!(
+            "ipc://{}/{}.{what}.ipc",
+            self.home().var_dir().display(),
+            self.instance_key()
+        )
+    }
+
     pub fn logdir(&self) -> PathBuf {
         self.path("logdir")
     }

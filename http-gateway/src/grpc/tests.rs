@@ -176,6 +176,7 @@ impl Served {
                 dir.path().join("log"),
                 stopping.clone(),
             ),
+            direct: None,
         });
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let secure = TcpListener::bind("127.0.0.1:0").await.unwrap();

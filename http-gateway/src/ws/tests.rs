@@ -133,6 +133,7 @@ async fn node(cors: bool) -> Node {
             home.path().join("log"),
             stopping,
         ),
+        direct: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
