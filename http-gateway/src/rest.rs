@@ -26,6 +26,7 @@ use crate::format::{self, Format};
 use crate::routes::{
     self, Handler, Method, Route, Scope, StatusView, WorkflowAction, LATEST_PREFIXES, ROUTES,
 };
+use crate::rpc::methods::MAX_EVENT_WAIT;
 use crate::Gateway;
 
 /// Largest request body; a larger one is refused with 413.
@@ -34,8 +35,6 @@ pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// a service load or a group change waits for processes).
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(110);
-/// Longest long poll of `/system/events`.
-const MAX_EVENT_WAIT_MS: u64 = 60_000;
 /// How long `execSynchronous` lets the master wait for its order.
 const SYNC_WAIT: Duration = Duration::from_secs(60);
 /// Most orders one bulk action takes.
@@ -481,7 +480,6 @@ impl Gateway {
                 }),
             }
         };
-        let wait_ms = number("wait_ms")?.min(MAX_EVENT_WAIT_MS);
         let query = EventQuery {
             since_id: number("since_id")?,
             class_code: match args.get("class").and_then(Value::as_str) {
@@ -493,9 +491,19 @@ impl Gateway {
                 None => 0,
             },
             limit: u32::try_from(number("limit")?).unwrap_or(u32::MAX),
-            wait_ms: wait_ms as u32,
+            wait_ms: u32::try_from(number("wait_ms")?).unwrap_or(u32::MAX),
         };
-        let timeout = READ_TIMEOUT + Duration::from_millis(wait_ms);
+        let list = self.poll_events(query).await?;
+        Ok(Value::Array(list.events.iter().map(event_json).collect()))
+    }
+
+    /// `omq.system.get-events`, waiting up to the query's `wait_ms` (at most
+    /// [`MAX_EVENT_WAIT`]) for the first matching event: REST's `/system/events` and
+    /// gRPC's `GetEvents` and `WatchEvents` poll with it.
+    pub(crate) async fn poll_events(&self, mut query: EventQuery) -> Result<EventList, ApiError> {
+        let wait = Duration::from_millis(u64::from(query.wait_ms)).min(MAX_EVENT_WAIT);
+        query.wait_ms = wait.as_millis() as u32;
+        let timeout = READ_TIMEOUT + wait;
         let reply = self
             .call(
                 "omq.system.get-events",
@@ -504,13 +512,12 @@ impl Gateway {
                 sluice_core::now_ms() + timeout.as_millis() as i64,
             )
             .await?;
-        let list = EventList::decode(reply.as_slice()).map_err(|e| {
+        EventList::decode(reply.as_slice()).map_err(|e| {
             ApiError::new(
                 "INTERNAL-ERROR",
                 format!("the master's events are malformed: {e}"),
             )
-        })?;
-        Ok(Value::Array(list.events.iter().map(event_json).collect()))
+        })
     }
 
     /// A service method call from outside the system: `internal` methods are refused.
@@ -663,7 +670,8 @@ pub(crate) fn event_code(text: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::invalid(format!("unknown event {text:?}")))
 }
 
-fn process(entry: &RegistryEntry) -> Value {
+/// One registry entry as JSON, as `/system/processes` and `omq.system.get-registry` show it.
+pub(crate) fn process(entry: &RegistryEntry) -> Value {
     json!({
         "network_id": entry.network_id,
         "process_type": entry.process_type,

@@ -47,7 +47,6 @@ use tonic::{Code, Status};
 
 use crate::errors::{self, ApiError};
 use crate::rest::{CHANGE_TIMEOUT, MAX_BODY, READ_TIMEOUT};
-use crate::rpc::methods::MAX_EVENT_WAIT;
 use crate::rpc::{self, RpcCall, RpcOutcome};
 use crate::Gateway;
 use api::system_api_server::{SystemApi, SystemApiServer, SERVICE_NAME};
@@ -312,27 +311,6 @@ impl SystemApiService {
     }
 }
 
-/// One long poll of the master's events.
-async fn poll_events(gateway: &Gateway, mut query: EventQuery) -> Result<EventList, ApiError> {
-    let wait = Duration::from_millis(u64::from(query.wait_ms)).min(MAX_EVENT_WAIT);
-    query.wait_ms = wait.as_millis() as u32;
-    let timeout = READ_TIMEOUT + wait;
-    let reply = gateway
-        .call(
-            "omq.system.get-events",
-            query.encode_to_vec(),
-            timeout,
-            sluice_core::now_ms() + timeout.as_millis() as i64,
-        )
-        .await?;
-    EventList::decode(reply.as_slice()).map_err(|e| {
-        ApiError::new(
-            "INTERNAL-ERROR",
-            format!("the master's events are malformed: {e}"),
-        )
-    })
-}
-
 /// Where a `WatchEvents` stream is.
 struct Watch {
     gateway: Arc<Gateway>,
@@ -360,7 +338,7 @@ impl Watch {
                 ..self.query
             };
             let polled = tokio::select! {
-                polled = poll_events(&self.gateway, query) => polled,
+                polled = self.gateway.poll_events(query) => polled,
                 _ = crate::ws::stopped(&mut self.stopping) => {
                     self.done = true;
                     return Some(Err(status(&ApiError::new(
@@ -416,7 +394,8 @@ impl SystemApi for SystemApiService {
         let limit = time_limit(request.metadata());
         let query = request.into_inner();
         within(limit, async {
-            poll_events(&self.gateway, query)
+            self.gateway
+                .poll_events(query)
                 .await
                 .map(tonic::Response::new)
                 .map_err(|e| status(&e))

@@ -30,8 +30,7 @@ use std::time::Duration;
 use prost::Message;
 use serde_json::{json, Map, Value};
 use sluice_proto::v1::{
-    Event, EventList, EventQuery, Interface, InterfaceList, InterfaceRef, Registry, RegistryEntry,
-    SystemStatus,
+    Event, EventList, EventQuery, Interface, InterfaceList, InterfaceRef, Registry, SystemStatus,
 };
 
 use super::{RpcCall, RpcOutcome};
@@ -789,23 +788,12 @@ pub fn status_json(status: &SystemStatus) -> Value {
     crate::rest::status_view(StatusView::System, status)
 }
 
-fn process_json(entry: &RegistryEntry) -> Value {
-    json!({
-        "network_id": entry.network_id,
-        "process_type": entry.process_type,
-        "interfaces": entry.interfaces,
-        "endpoints": entry.endpoints,
-        "pid": entry.pid,
-        "status": entry.status,
-    })
-}
-
 /// `Registry` as JSON: `{"version", "entries": [{"network_id", "process_type",
 /// "interfaces", "endpoints", "pid", "status"}]}`.
 pub fn registry_json(registry: &Registry) -> Value {
     json!({
         "version": registry.version,
-        "entries": registry.entries.iter().map(process_json).collect::<Vec<_>>(),
+        "entries": registry.entries.iter().map(crate::rest::process).collect::<Vec<_>>(),
     })
 }
 
@@ -906,6 +894,7 @@ pub fn exported_methods(get_service: &Value) -> Option<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_proto::v1::RegistryEntry;
 
     fn call(method: &str, params: Vec<Value>) -> RpcCall {
         RpcCall {
