@@ -29,6 +29,7 @@ pub mod interfaces;
 pub mod keys;
 pub mod logging;
 pub mod options;
+pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod schedule;

@@ -172,18 +172,7 @@ impl Direct {
     /// as the master chooses it.
     pub fn service(&self, name: &str, version: Option<&str>) -> Option<RegistryEntry> {
         let registry = self.registry.borrow().clone();
-        registry
-            .iter()
-            .filter(|e| e.process_type == "service" && e.status == "running")
-            .rfind(|e| {
-                e.interfaces.first().is_some_and(|i| {
-                    let mut parts = i.splitn(3, ':');
-                    parts.next() == Some("service")
-                        && parts.next() == Some(name)
-                        && version.is_none_or(|v| parts.next() == Some(v))
-                })
-            })
-            .cloned()
+        sluice_core::registry::running_service(&registry, name, version).cloned()
     }
 
     /// `omq.system.call-service` with its JSON `body`, straight to the service's process:
@@ -251,12 +240,7 @@ impl Direct {
     async fn ended(&self, entry: &RegistryEntry) {
         let mut watch = self.registry.subscribe();
         loop {
-            let alive = watch.borrow_and_update().iter().any(|e| {
-                e.network_id == entry.network_id
-                    && e.pid == entry.pid
-                    && matches!(e.status.as_str(), "running" | "stopping")
-            });
-            if !alive {
+            if !sluice_core::registry::still_serving(&watch.borrow_and_update(), entry) {
                 return;
             }
             if watch.changed().await.is_err() {
@@ -279,21 +263,6 @@ mod tests {
             pid,
             status: status.into(),
         }
-    }
-
-    #[test]
-    fn finds_the_running_process_of_a_service_as_the_master_does() {
-        let direct = Direct::new(KeyPair::generate(), [0; 32]).unwrap();
-        direct.update(vec![
-            entry("service:S:1.0", "running", 1),
-            entry("service:S:2.0", "running", 2),
-            entry("service:T:1.0", "starting", 3),
-        ]);
-        assert_eq!(direct.service("S", None).map(|e| e.pid), Some(2));
-        assert_eq!(direct.service("S", Some("1.0")).map(|e| e.pid), Some(1));
-        assert!(direct.service("S", Some("3.0")).is_none());
-        assert!(direct.service("T", None).is_none(), "not running yet");
-        assert!(direct.service("U", None).is_none());
     }
 
     #[tokio::test]

@@ -173,12 +173,7 @@ pub async fn call(api: &Api, user: &str, request: &Envelope) -> Envelope {
 async fn ended(api: &Api, entry: &RegistryEntry) {
     let mut watch = api.supervisor.watch_registry();
     loop {
-        let alive = watch.borrow_and_update().iter().any(|e| {
-            e.network_id == entry.network_id
-                && e.pid == entry.pid
-                && matches!(e.status.as_str(), "running" | "stopping")
-        });
-        if !alive {
+        if !sluice_core::registry::still_serving(&watch.borrow_and_update(), entry) {
             return;
         }
         if watch.changed().await.is_err() {
@@ -191,18 +186,7 @@ async fn ended(api: &Api, entry: &RegistryEntry) {
 /// The running process of service `name` (a given version, or any), from the registry.
 fn running(api: &Api, name: &str, version: Option<&str>) -> Option<RegistryEntry> {
     let registry = api.supervisor.current_registry();
-    registry
-        .iter()
-        .filter(|e| e.process_type == "service" && e.status == "running")
-        .rfind(|e| {
-            e.interfaces.first().is_some_and(|i| {
-                let mut parts = i.splitn(3, ':');
-                parts.next() == Some("service")
-                    && parts.next() == Some(name)
-                    && version.is_none_or(|v| parts.next() == Some(v))
-            })
-        })
-        .cloned()
+    sluice_core::registry::running_service(&registry, name, version).cloned()
 }
 
 /// Loads a service that is not running (starts its process) and waits until it serves.
