@@ -254,21 +254,26 @@ impl Direct {
 mod tests {
     use super::*;
 
-    fn entry(interface: &str, status: &str, pid: u32) -> RegistryEntry {
-        RegistryEntry {
-            network_id: format!("n-{interface}"),
-            process_type: "service".into(),
-            interfaces: vec![interface.into()],
-            endpoints: vec![format!("tcp://127.0.0.1:{}", 20_000 + pid)],
+    /// Service S's process `pid`, running; nothing listens on its endpoint.
+    fn service_s(pid: u32) -> RegistryEntry {
+        let mut entry = RegistryEntry {
+            network_id: "service-S-1.0".into(),
             pid,
-            status: status.into(),
-        }
+            ..Default::default()
+        };
+        entry.process_type = "service".into();
+        entry.interfaces.push("service:S:1.0".into());
+        entry
+            .endpoints
+            .push(format!("tcp://127.0.0.1:{}", 20_000 + pid));
+        entry.status = "running".into();
+        entry
     }
 
     #[tokio::test]
     async fn a_service_that_is_not_running_or_a_body_that_is_no_call_goes_to_the_master() {
         let direct = Direct::new(KeyPair::generate(), [0; 32]).unwrap();
-        direct.update(vec![entry("service:S:1.0", "running", 1)]);
+        direct.update(vec![service_s(1)]);
         let body = br#"{"name": "OTHER", "method": "m", "args": []}"#;
         assert!(direct
             .call_service(body, Duration::from_secs(1), 0)
@@ -284,7 +289,7 @@ mod tests {
     async fn a_call_whose_process_leaves_the_registry_ends_at_once() {
         // Nothing listens on the endpoint: the call would wait out its timeout.
         let direct = Arc::new(Direct::new(KeyPair::generate(), [7; 32]).unwrap());
-        direct.update(vec![entry("service:S:1.0", "running", 1)]);
+        direct.update(vec![service_s(1)]);
         let call = {
             let direct = direct.clone();
             tokio::spawn(async move {
@@ -298,7 +303,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        direct.update(vec![entry("service:S:1.0", "running", 9)]);
+        direct.update(vec![service_s(9)]);
         let outcome = tokio::time::timeout(Duration::from_secs(10), call)
             .await
             .expect("ends when the registry changes")
