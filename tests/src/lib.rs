@@ -2,8 +2,9 @@
 //!
 //! Each [`Instance`] is one `$OMQ_DIR` in its own temporary directory. Processes started
 //! from it write stdout/stderr to files there; tests wait for log lines by polling, stop
-//! processes with SIGTERM then SIGKILL after a grace period, and when a test fails the
-//! harness prints each process's command line, exit status, stderr tail and log tail.
+//! processes with SIGTERM then SIGKILL after a grace period, and when an instance is dropped
+//! the harness prints each process's command line, exit status, stderr tail and log tail
+//! (the test runner shows them only for a test that failed).
 
 pub mod api;
 pub mod flow;
@@ -454,6 +455,11 @@ impl Instance {
     /// Prints what a failing test needs to see: every process's command, status, stderr
     /// and log tails.
     pub fn dump(&mut self) {
+        eprintln!(
+            "---- e2e instance {} ({} process(es) started)",
+            self.home().display(),
+            self.procs.len()
+        );
         for i in 0..self.procs.len() {
             let status = self.try_status(i).ok().flatten();
             let p = &self.procs[i];
@@ -474,9 +480,10 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump();
-        }
+        // Always: a test that fails by returning `Err` has dropped its instance before the
+        // failure is known, and nextest (like libtest) prints a test's output only when
+        // the test fails.
+        self.dump();
         for p in &mut self.procs {
             if p.status.is_none() && matches!(p.child.try_wait(), Ok(None)) {
                 let _ = p.child.kill();
