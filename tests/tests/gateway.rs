@@ -1232,33 +1232,33 @@ async fn as_the_gateway(
     Ok(client.call(request, Duration::from_secs(10)).await?)
 }
 
-#[tokio::test]
-async fn service_calls_go_straight_to_the_service_process() -> Result<()> {
-    let (node, _port, rest) = serving_test_svc("e2e-gw-direct")?;
-    let path = "/api/latest/services/TEST-SVC/echo?action=call";
-    assert_eq!(node.echo_when_up(&rest, &json!([1])).await?, json!([1]));
+/// Calls TEST-SVC's `echo` through REST with the master frozen (`SIGSTOP`), where a call
+/// that went through the master could not be answered; the answer. It may take the
+/// gateway a registry fetch (3 s) to learn of the service's process, so there are a few
+/// tries, each with the master frozen only briefly.
+async fn answered_with_the_master_frozen(node: &GatewayNode, port: u16) -> Result<Value> {
     let master = Pid::from_raw(node.inst.pid(node.master));
-
-    // With the master frozen, a call that went through it could not be answered: the
-    // gateway answers from the service process alone. It may take the gateway a registry
-    // fetch (3 s) to learn of the process, so it gets a few tries, each with the master
-    // frozen only briefly.
-    let quick = Rest::local(_port, Duration::from_secs(2))?;
-    let mut answered = None;
+    let quick = Rest::local(port, Duration::from_secs(2))?;
+    let path = "/api/latest/services/TEST-SVC/echo?action=call";
     for _ in 0..10 {
         kill(master, Signal::SIGSTOP)?;
         let reply = quick.put(path, Some(json!({"args": ["frozen"]}))).await;
         kill(master, Signal::SIGCONT)?;
         if let Ok((StatusCode::OK, value)) = reply {
-            answered = Some(value);
-            break;
+            return Ok(value);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    bail!("no call was answered while the master was stopped")
+}
+
+#[tokio::test]
+async fn service_calls_go_straight_to_the_service_process() -> Result<()> {
+    let (node, port, rest) = serving_test_svc("e2e-gw-direct")?;
+    assert_eq!(node.echo_when_up(&rest, &json!([1])).await?, json!([1]));
     assert_eq!(
-        answered,
-        Some(json!(["frozen"])),
-        "no call was answered while the master was stopped"
+        answered_with_the_master_frozen(&node, port).await?,
+        json!(["frozen"])
     );
 
     // Straight to the process, the caller is from outside: internal methods are refused,
@@ -1314,6 +1314,104 @@ async fn service_calls_go_straight_to_the_service_process() -> Result<()> {
     assert_eq!(
         node.echo_when_up(&rest, &json!(["still up"])).await?,
         json!(["still up"])
+    );
+    node.stop()
+}
+
+/// Straight to the service process, a process that dies ends the calls in flight at once,
+/// and once the master has restarted it the calls succeed again; a reset under 16
+/// concurrent REST callers fails none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_calls_survive_a_killed_service_and_a_reset() -> Result<()> {
+    let (node, port, rest) = serving_test_svc("e2e-gw-direct-kill")?;
+    assert_eq!(node.echo_when_up(&rest, &json!([1])).await?, json!([1]));
+    answered_with_the_master_frozen(&node, port).await?;
+
+    let pid = eventually(SOON, "the service's pid", || {
+        sluice_e2e::child_pid_from_log(&node.log("master"), SVC)
+    })?;
+    let in_flight = {
+        let rest = Rest::local(port, REQUEST_TIMEOUT)?;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let reply = rest
+                .put(
+                    "/api/latest/services/TEST-SVC/slow?action=call",
+                    Some(json!({"args": [30]})),
+                )
+                .await;
+            (reply, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    let (reply, took) = in_flight.await?;
+    let (status, reply) = reply?;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    assert_eq!(reply["err"], "SERVICE-ERROR", "{reply}");
+    assert!(
+        took < Duration::from_secs(25),
+        "the call waited for its deadline ({took:?}) rather than end with its process"
+    );
+    // The master restarts the autostart service; a call meanwhile may fail, and then they
+    // succeed.
+    assert_eq!(
+        node.echo_when_up(&rest, &json!(["again"])).await?,
+        json!(["again"])
+    );
+
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for n in 0..16 {
+        let rest = Rest::local(port, REQUEST_TIMEOUT)?;
+        let (failures, stop) = (failures.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let mut calls = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (path, body) = if n % 2 == 0 {
+                    (
+                        "/api/latest/services/TEST-SVC/echo?action=call",
+                        json!({"args": [n]}),
+                    )
+                } else {
+                    (
+                        "/api/latest/services/TEST-SVC/slow?action=call",
+                        json!({"args": [0.05]}),
+                    )
+                };
+                calls += 1;
+                match rest.put(path, Some(body)).await {
+                    Ok((StatusCode::OK, _)) => {}
+                    Ok((status, reply)) => failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{status}: {reply}")),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(e.to_string()),
+                }
+            }
+            calls
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, reply) = rest
+        .put("/api/latest/services/TEST-SVC?action=reset", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut calls = 0;
+    for caller in callers {
+        calls += caller.await?;
+    }
+    assert!(calls > 32, "the callers were calling ({calls} calls)");
+    let failures = failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        failures.is_empty(),
+        "failed calls during the reset: {failures:?}"
     );
     node.stop()
 }
