@@ -6,7 +6,7 @@
 //!   the ceiling this machine and this client reach;
 //! - `public_info`: `GET /api/public/info` through the gateway;
 //! - `service_rest`: `PUT /api/latest/services/BENCH-SVC/echo?action=call` (gateway →
-//!   master → service process → Python and back);
+//!   service process → Python and back: the gateway's direct route);
 //! - `service_jsonrpc`: the same call as JSON-RPC 2.0 on `/JSON`;
 //! - `create_order`: `POST /api/latest/workflows/BENCH-ORDERS?action=createOrder`, each
 //!   order committed before the reply (SQLite, `synchronous=FULL`).
