@@ -339,13 +339,10 @@ async fn serve(
                     _ => {}
                 }
             },
-            _ = ping.tick() => {
-                if let Err(gone) = super::send(&mut socket, Message::Ping(Default::default())).await {
-                    return super::end(&mut socket, gone, "a ping").await;
+            due = super::due(&mut ping, &mut stopping) => {
+                if !super::keep_alive(&mut socket, due).await {
+                    return;
                 }
-            },
-            _ = super::stopped(&mut stopping) => {
-                return super::close(&mut socket, close::GOING_AWAY, "the gateway is stopping").await;
             },
         }
     }

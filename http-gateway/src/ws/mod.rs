@@ -324,6 +324,43 @@ pub(crate) async fn common(socket: &mut WebSocket, incoming: &Incoming) -> bool 
     }
 }
 
+/// What a socket's loop waits for besides its own work.
+pub(crate) enum Due {
+    /// The keep-alive ping is due.
+    Ping,
+    /// The gateway is stopping.
+    Stop,
+}
+
+/// The next of the keep-alive ping (every [`PING_EVERY`], from `ping`) and the gateway's
+/// stop; the loop hands it to [`keep_alive`].
+pub(crate) async fn due(
+    ping: &mut tokio::time::Interval,
+    stopping: &mut watch::Receiver<bool>,
+) -> Due {
+    tokio::select! {
+        _ = ping.tick() => Due::Ping,
+        () = stopped(stopping) => Due::Stop,
+    }
+}
+
+/// Pings, or closes the socket because the gateway stops; false once the socket is done.
+pub(crate) async fn keep_alive(socket: &mut WebSocket, due: Due) -> bool {
+    match due {
+        Due::Ping => match send(socket, Message::Ping(Default::default())).await {
+            Ok(()) => true,
+            Err(gone) => {
+                end(socket, gone, "a ping").await;
+                false
+            }
+        },
+        Due::Stop => {
+            close(socket, close::GOING_AWAY, "the gateway is stopping").await;
+            false
+        }
+    }
+}
+
 /// Resolves once the process stops.
 pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     while !*stopping.borrow() {
