@@ -624,6 +624,8 @@ impl Api {
         };
         use sluice_core::audit::AuditEventCode as A;
         let audit = match code {
+            EventCode::WorkflowStart => Some(A::WorkflowStart),
+            EventCode::WorkflowStop => Some(A::WorkflowStop),
             EventCode::ServiceStart => Some(A::ServiceStart),
             EventCode::ServiceStop => Some(A::ServiceStop),
             EventCode::JobStart => Some(A::JobStart),

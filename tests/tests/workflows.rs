@@ -291,6 +291,62 @@ async fn reset_loads_new_code(b: Backend) -> Result<()> {
     flow.stop().await
 }
 
+/// The system events named `name`, as `sluice events` prints them.
+fn events(flow: &Flow, name: &str) -> Result<Vec<serde_json::Value>> {
+    let key = flow.inst.admin_key()?.display().to_string();
+    let out = flow.inst.sluice_ok(&["events", "--key", &key])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["eventstr"] == name)
+        .collect())
+}
+
+/// The workflow process raises `WORKFLOW_START` once it serves and `WORKFLOW_STOP` when it
+/// is stopped, and with `qorus.audit: workflows` each is an audit record.
+async fn start_and_stop_are_events_and_audited(b: Backend) -> Result<()> {
+    let flow = Flow::start(b, "e2e-wf-events", &["qorus.audit: workflows"]).await?;
+    let started = eventually(DONE, "WORKFLOW_START", || {
+        events(&flow, "WORKFLOW_START")
+            .ok()
+            .filter(|e| !e.is_empty())
+    })?;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0]["event"], 2001);
+    assert_eq!(started[0]["info"]["name"], "TEST-FLOW");
+    assert_eq!(started[0]["info"]["version"], "1.0");
+    assert!(
+        started[0]["info"]["workflowid"].as_i64() > Some(0),
+        "{started:?}"
+    );
+    assert_eq!(started[0]["caller"], WF);
+
+    let key = flow.inst.admin_key()?.display().to_string();
+    flow.inst
+        .sluice_ok(&["stop", "--key", &key, "workflow", "TEST-FLOW"])?;
+    let stopped = eventually(DONE, "WORKFLOW_STOP", || {
+        events(&flow, "WORKFLOW_STOP")
+            .ok()
+            .filter(|e| !e.is_empty())
+    })?;
+    assert_eq!(stopped[0]["event"], 2002);
+    assert_eq!(stopped[0]["info"], started[0]["info"]);
+    let audited = flow
+        .db
+        .strings(
+            "SELECT CAST(audit_event_code AS TEXT) FROM audit_events \
+             WHERE audit_event_code IN (7, 8) ORDER BY audit_eventid",
+        )
+        .await?;
+    assert_eq!(
+        audited,
+        vec!["7", "8"],
+        "WORKFLOW-START, then WORKFLOW-STOP"
+    );
+    flow.stop().await
+}
+
+on_both!(start_and_stop => start_and_stop_are_events_and_audited);
 on_both!(parallel_branches => parallel_branches_complete_in_order);
 on_both!(retry_error => retry_error_is_retried_after_its_delay);
 on_both!(max_retries => retries_stop_at_max_retries);

@@ -18,8 +18,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::json;
 use sluice_core::child::ChildContext;
 use sluice_core::engine::{refused, reply_to, unknown_method, Current, RestartBackoff};
+use sluice_core::events::{EventCode, Severity};
 use sluice_core::runner::{ClassInfo, Code, CodeKind, Runner, RunnerConfig};
 use sluice_core::store::engine::{Owner, WorkflowProgram};
 use sluice_core::store::Store;
@@ -133,6 +135,14 @@ pub async fn run(mut ctx: ChildContext) -> Result<(), EngineError> {
         api: sluice_core::host_api::HostApi::new(&ctx, store.clone()),
     });
     host.attach(&shared);
+    let identity = {
+        let workflow = &shared.program.get().workflow;
+        json!({"name": name, "version": version, "workflowid": workflow.workflowid})
+    };
+    shared
+        .api
+        .raise_event(EventCode::WorkflowStart, Severity::Info, identity.clone())
+        .await;
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut poll = tokio::time::interval(IDLE_POLL);
@@ -165,11 +175,16 @@ pub async fn run(mut ctx: ChildContext) -> Result<(), EngineError> {
     // Stopping: order tasks see the flag between steps and return; a step running now
     // finishes first (bounded by the child loop's grace).
     while tasks.join_next().await.is_some() {}
-    let released = store.release_orders(shared.owner()).await?;
-    if released > 0 {
+    let released = store.release_orders(shared.owner()).await;
+    if let Ok(released @ 1..) = released {
         tracing::info!("stopping: {released} unfinished order(s) handed back as RETRY");
     }
     shared.runner.get().stop(Duration::from_secs(5)).await;
+    shared
+        .api
+        .raise_event(EventCode::WorkflowStop, Severity::Info, identity)
+        .await;
+    released?;
     Ok(())
 }
 
