@@ -271,6 +271,58 @@ impl ChildCalls {
     }
 }
 
+/// Whether `method` changes the system, so that `qorus.audit: api` records it: the verbs
+/// that need a permission or control of an interface. `set-option` records itself, with
+/// the value it set.
+fn changes(method: &str) -> bool {
+    method != "omq.system.set-option"
+        && VERBS.iter().any(|(name, access)| {
+            *name == method && matches!(access, Access::Permission(_) | Access::Control)
+        })
+}
+
+/// What a changing verb acted on, for the audit record's `info1`: `TYPE:NAME[:VERSION]` of
+/// an interface, or the identifying fields of a JSON body (names, versions, ids, the
+/// group, the step) as compact JSON. Never order data or arguments, which are user data.
+fn target_of(method: &str, body: &[u8]) -> Option<String> {
+    const IDENTIFYING: &[&str] = &[
+        "type",
+        "name",
+        "version",
+        "workflow_instanceid",
+        "ids",
+        "workflowid",
+        "serviceid",
+        "jobid",
+        "group",
+        "stepid",
+        "ind",
+        "active",
+        "enabled",
+        "autostart",
+        "priority",
+    ];
+    if matches!(
+        method,
+        "omq.system.start-interface" | "omq.system.stop-interface" | "omq.system.reset-workflow"
+    ) {
+        let wanted = InterfaceRef::decode(body).ok()?;
+        let mut text = format!("{}:{}", wanted.r#type, wanted.name);
+        if !wanted.version.is_empty() {
+            text = format!("{text}:{}", wanted.version);
+        }
+        return Some(text);
+    }
+    let serde_json::Value::Object(fields) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    let kept: serde_json::Map<String, serde_json::Value> = fields
+        .into_iter()
+        .filter(|(key, _)| IDENTIFYING.contains(&key.as_str()))
+        .collect();
+    (!kept.is_empty()).then(|| serde_json::Value::Object(kept).to_string())
+}
+
 /// How long a workflow process may take to reload its code.
 const RESET_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -305,7 +357,39 @@ impl Api {
         }
     }
 
+    /// Serves one verb; a change it made is audited as `API-CALL` when `qorus.audit`
+    /// includes `api` (Qorus: "every api call that makes changes").
     async fn dispatch(
+        &self,
+        user: &str,
+        peer: sluice_core::bus::Peer,
+        request: &Envelope,
+    ) -> Result<Vec<u8>, (&'static str, String)> {
+        let served = self.serve_verb(user, peer, request).await;
+        if served.is_ok() && changes(&request.method) {
+            let (who, source) = match user.strip_prefix(CHILD_PREFIX) {
+                // No RBAC user travels with a child's call yet: Qorus records "Qorus" then.
+                Some(network_id) => (sluice_core::audit::SYSTEM_USER, network_id),
+                None => (user, "cluster API"),
+            };
+            sluice_core::audit::record(
+                &self.options.current(),
+                &self.store,
+                sluice_core::audit::AuditEventCode::ApiCall,
+                sluice_core::audit::Caller {
+                    who,
+                    source,
+                    reason: &request.method,
+                },
+                target_of(&request.method, &request.body),
+                None,
+            )
+            .await;
+        }
+        served
+    }
+
+    async fn serve_verb(
         &self,
         user: &str,
         peer: sluice_core::bus::Peer,
@@ -1004,6 +1088,110 @@ mod tests {
         api.dispatch("ops", peer("ops"), &req)
             .await
             .map(|reply| serde_json::from_slice(&reply).expect("a JSON reply"))
+    }
+
+    /// With `qorus.audit: api`, every verb that changes something is one `API-CALL` record
+    /// naming the verb, the user, where it came from and what it acted on; reads and
+    /// refusals are not recorded, nor user data.
+    #[tokio::test]
+    async fn changes_are_audited_as_api_calls() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut api = api(&dir).await;
+        api.store
+            .execute_sql(
+                "INSERT INTO workflows (workflowid, name, version, keylist, created, modified) \
+                 VALUES (1, 'WF', '1.0', '[]', 0, 0)",
+            )
+            .await
+            .expect("workflow");
+        let options = sluice_core::options::Options::parse(
+            "qorus.audit: api\n",
+            std::path::Path::new("options"),
+            &sluice_core::home::Home::new(dir.path()),
+        )
+        .expect("options");
+        api.options = Arc::new(sluice_core::options::LiveOptions::new(options));
+        let count = |filter: &str| {
+            let sql =
+                format!("SELECT COUNT(*) FROM audit_events WHERE audit_event_code = 15 {filter}");
+            let store = api.store.clone();
+            async move { store.query_i64(&sql).await.expect("audit").unwrap_or(0) }
+        };
+
+        let order = json!({"name": "WF", "staticdata": {"secret": "s3cr3t"}});
+        let id = call(&api, "omq.system.create-order", order)
+            .await
+            .expect("created")["workflow_instanceid"]
+            .as_i64()
+            .expect("an id");
+        assert_eq!(
+            count(
+                "AND reason = 'omq.system.create-order' AND who = 'ops' \
+                 AND source = 'cluster API' AND info1 = '{\"name\":\"WF\"}'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(count("AND info1 LIKE '%s3cr3t%'").await, 0, "no order data");
+
+        call(
+            &api,
+            "omq.system.get-order-info",
+            json!({"workflow_instanceid": id}),
+        )
+        .await
+        .expect("info");
+        call(
+            &api,
+            "omq.system.cancel-workflow-instance",
+            json!({"workflow_instanceid": 999_999}),
+        )
+        .await
+        .expect_err("no such order");
+        assert_eq!(count("").await, 1, "reads and refusals are not audited");
+
+        call(
+            &api,
+            "omq.system.block-workflow-instance",
+            json!({"workflow_instanceid": id}),
+        )
+        .await
+        .expect("blocked");
+        assert_eq!(
+            count(&format!(
+                "AND reason = 'omq.system.block-workflow-instance' \
+                 AND info1 = '{{\"workflow_instanceid\":{id}}}'"
+            ))
+            .await,
+            1
+        );
+        call(
+            &api,
+            "omq.system.set-option",
+            json!({"name": "max-retries", "value": 3}),
+        )
+        .await
+        .expect("set");
+        assert_eq!(
+            count("AND reason = 'omq.system.set-option'").await,
+            1,
+            "set-option records itself, once"
+        );
+
+        // A child's call (the HTTP gateway's, a step's) has no RBAC user yet.
+        let req = request(
+            "omq.system.unblock-workflow-instance",
+            json!({"workflow_instanceid": id}).to_string().into_bytes(),
+        );
+        api.dispatch("child:http-gateway", peer("child:http-gateway"), &req)
+            .await
+            .expect("unblocked");
+        assert_eq!(
+            count("AND who = 'Qorus' AND source = 'http-gateway'").await,
+            1
+        );
+        assert_eq!(count("").await, 4);
     }
 
     #[tokio::test]
