@@ -108,11 +108,19 @@ impl Direct {
                 None
             }
         };
-        let mut refresh = tokio::time::interval(REFRESH);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Fetches run beside the changes: a fetch from a master that does not answer
+        // (restarting, frozen) must not hold up the changes heard meanwhile.
+        let fetches = {
+            let direct = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    direct.fetch(master.as_ref()).await;
+                    tokio::time::sleep(REFRESH).await;
+                }
+            })
+        };
         loop {
             tokio::select! {
-                _ = refresh.tick() => self.fetch(master.as_ref()).await,
                 change = async { changes.as_mut()?.recv().await }, if changes.is_some() => {
                     match change {
                         Some((_, envelope)) => match Registry::decode(envelope.body.as_slice()) {
@@ -127,11 +135,12 @@ impl Direct {
                 }
                 changed = stopping.changed() => {
                     if changed.is_err() || *stopping.borrow() {
-                        return;
+                        break;
                     }
                 }
             }
         }
+        fetches.abort();
     }
 
     async fn fetch(&self, master: &dyn MasterLink) {
