@@ -24,6 +24,65 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// The address of the listener a connection came in on (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Listener(pub SocketAddr);
+
+/// Where the request being served came from and what it was: the master records them in
+/// its audit records of the changes the request makes (`Principal.source`, `.reason`).
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub source: String,
+    pub reason: String,
+}
+
+tokio::task_local! {
+    /// The [`Origin`] of the request the current task serves ([`track`] sets it).
+    pub(crate) static ORIGIN: Origin;
+}
+
+/// Qorus's spelling of an address in audit records: `ipv4[127.0.0.1]:50653`.
+fn audit_address(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("ipv4[{}]:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("ipv6[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// The [`Origin`] of `request`: the client and listener addresses, and the protocol,
+/// method and path with only the `action` of the query (other values may be secrets).
+fn origin(request: &Request) -> Origin {
+    let address = |addr: Option<SocketAddr>| addr.map_or_else(|| "-".to_string(), audit_address);
+    let source = format!(
+        "source: {} listener: {}",
+        address(request.extensions().get::<Peer>().map(|p| p.0)),
+        address(request.extensions().get::<Listener>().map(|l| l.0)),
+    );
+    let uri = request.uri();
+    let path = uri.path();
+    let protocol = match path {
+        "/JSON" => "JSON-RPC",
+        "/RPC2" => "XML-RPC",
+        "/YAML" => "YAML-RPC",
+        p if p.starts_with("/sluice.v1.") => "gRPC",
+        _ => "REST",
+    };
+    let action = uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(name, _)| name == "action")
+            .map(|(_, value)| value.into_owned())
+    });
+    let mut reason = format!(
+        "{protocol} {} {}",
+        request.method(),
+        path.trim_start_matches('/')
+    );
+    if let Some(action) = action {
+        reason = format!("{reason}?action={action}");
+    }
+    Origin { source, reason }
+}
+
 /// A client's request id is kept when it is short printable text; otherwise a new one is
 /// made (it goes into log lines: nothing a client sends may forge one).
 fn request_id(request: &Request) -> HeaderValue {
@@ -87,7 +146,12 @@ pub async fn track(mut request: Request, next: Next) -> Response<Body> {
         .map(|p| p.0.to_string())
         .unwrap_or_else(|| "-".to_string());
     let format = format::reply_format(request.headers());
-    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let origin = origin(&request);
+    let served = ORIGIN.scope(
+        origin,
+        tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)),
+    );
+    let mut response = match served.await {
         Ok(response) => response,
         Err(_) => format::respond_error(
             format,
@@ -161,6 +225,32 @@ pub fn cors() -> CorsLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_keeps_the_action_and_no_other_query_value() {
+        let request = Request::builder()
+            .method("PUT")
+            .uri("/api/latest/system/options/qorus.systemdb?value=pass%3Dsecret&action=set")
+            .body(Body::empty())
+            .unwrap();
+        let origin = origin(&request);
+        assert_eq!(
+            origin.reason,
+            "REST PUT api/latest/system/options/qorus.systemdb?action=set"
+        );
+        assert!(!origin.reason.contains("secret"));
+        assert_eq!(origin.source, "source: - listener: -");
+        let grpc = Request::builder()
+            .method("POST")
+            .uri("/sluice.v1.SystemApi/Call")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(origin_of(&grpc), "gRPC POST sluice.v1.SystemApi/Call");
+    }
+
+    fn origin_of(request: &Request) -> String {
+        origin(request).reason
+    }
 
     #[test]
     fn request_ids() {

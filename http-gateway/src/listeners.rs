@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::hygiene::Peer;
+use crate::hygiene::{Listener, Peer};
 use crate::{App, GatewayError};
 
 pub mod per_address;
@@ -247,6 +247,7 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let app = app.clone();
@@ -258,6 +259,9 @@ async fn accept_loop(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(Body::new);
                     request.extensions_mut().insert(Peer(peer));
+                    if let Some(local) = local {
+                        request.extensions_mut().insert(Listener(local));
+                    }
                     tower::ServiceExt::oneshot(app.clone(), request)
                 },
             );

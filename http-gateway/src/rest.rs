@@ -446,10 +446,19 @@ impl Gateway {
                 }
             }
         }
+        // The master records where a change came from with its audit records.
+        let principal = crate::hygiene::ORIGIN
+            .try_with(|origin| sluice_proto::v1::Principal {
+                source: origin.source.clone(),
+                reason: origin.reason.clone(),
+                ..Default::default()
+            })
+            .ok();
         let request = sluice_proto::v1::Envelope {
             method: method.to_string(),
             body,
             deadline_ms,
+            principal,
             ..Default::default()
         };
         match self.master.call(request, timeout).await {

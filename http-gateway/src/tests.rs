@@ -16,6 +16,8 @@ type Answer = Box<dyn Fn(&Envelope) -> Result<Envelope, BusError> + Send + Sync>
 
 struct FakeMaster {
     seen: Mutex<Vec<(String, Vec<u8>)>>,
+    /// The principal of each request, in the same order.
+    principals: Mutex<Vec<Option<sluice_proto::v1::Principal>>>,
     answer: Answer,
 }
 
@@ -29,6 +31,10 @@ impl MasterLink for FakeMaster {
             .lock()
             .unwrap()
             .push((request.method.clone(), request.body.clone()));
+        self.principals
+            .lock()
+            .unwrap()
+            .push(request.principal.clone());
         let reply = (self.answer)(&request);
         Box::pin(async move { reply })
     }
@@ -141,6 +147,7 @@ impl Harness {
     fn configured(rbac_security: bool, cors: bool, answer: Answer) -> Harness {
         let master = Arc::new(FakeMaster {
             seen: Mutex::new(Vec::new()),
+            principals: Mutex::new(Vec::new()),
             answer,
         });
         let app = app(Gateway {
@@ -158,6 +165,7 @@ impl Harness {
     fn at(home: std::path::PathBuf, answer: Answer) -> Harness {
         let master = Arc::new(FakeMaster {
             seen: Mutex::new(Vec::new()),
+            principals: Mutex::new(Vec::new()),
             answer,
         });
         let app = app(Gateway {
@@ -200,6 +208,39 @@ impl Harness {
             .map(|(m, b)| (m.clone(), serde_json::from_slice(b).unwrap_or(Value::Null)))
             .collect()
     }
+}
+
+/// Every call to the master says where its request came from (client and listener, in
+/// Qorus's audit style) and what it was.
+#[tokio::test]
+async fn calls_tell_the_master_where_their_request_came_from() {
+    let h = Harness::new(false);
+    let mut request = Request::builder()
+        .method("PUT")
+        .uri("/api/latest/orders/5?action=retry")
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hygiene::Peer("10.1.2.3:4444".parse().unwrap()));
+    request
+        .extensions_mut()
+        .insert(hygiene::Listener("[::1]:8001".parse().unwrap()));
+    let (status, _, _) = h.send(request).await;
+    assert_eq!(status, StatusCode::OK);
+    let rpc = json!({"jsonrpc": "2.0", "id": 1, "method": "omq.system.get-status"});
+    h.json("POST", "/JSON", Some(rpc)).await;
+    let principals = h.master.principals.lock().unwrap().clone();
+    let rest = principals[0].clone().expect("a principal");
+    assert_eq!(rest.reason, "REST PUT api/latest/orders/5?action=retry");
+    assert_eq!(
+        rest.source,
+        "source: ipv4[10.1.2.3]:4444 listener: ipv6[::1]:8001"
+    );
+    assert_eq!(rest.user, "", "no RBAC user yet");
+    let rpc = principals[1].clone().expect("a principal");
+    assert_eq!(rpc.reason, "JSON-RPC POST JSON");
+    assert_eq!(rpc.source, "source: - listener: -");
 }
 
 #[tokio::test]

@@ -367,10 +367,29 @@ impl Api {
     ) -> Result<Vec<u8>, (&'static str, String)> {
         let served = self.serve_verb(user, peer, request).await;
         if served.is_ok() && changes(&request.method) {
-            let (who, source) = match user.strip_prefix(CHILD_PREFIX) {
-                // No RBAC user travels with a child's call yet: Qorus records "Qorus" then.
-                Some(network_id) => (sluice_core::audit::SYSTEM_USER, network_id),
-                None => (user, "cluster API"),
+            // Only the master's own processes (the gateway) may say where a call came from;
+            // a cluster API client is its key's user, whatever its envelope says.
+            let origin = request
+                .principal
+                .as_ref()
+                .filter(|p| !p.source.is_empty() && user.starts_with(CHILD_PREFIX));
+            let (who, source, reason) = match (user.strip_prefix(CHILD_PREFIX), origin) {
+                // No RBAC user travels with a call yet: Qorus records "Qorus" then.
+                (Some(_), Some(p)) => (
+                    Some(p.user.as_str())
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or(sluice_core::audit::SYSTEM_USER),
+                    p.source.as_str(),
+                    Some(p.reason.as_str())
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or(&request.method),
+                ),
+                (Some(network_id), None) => (
+                    sluice_core::audit::SYSTEM_USER,
+                    network_id,
+                    request.method.as_str(),
+                ),
+                (None, _) => (user, "cluster API", request.method.as_str()),
             };
             sluice_core::audit::record(
                 &self.options.current(),
@@ -379,10 +398,10 @@ impl Api {
                 sluice_core::audit::Caller {
                     who,
                     source,
-                    reason: &request.method,
+                    reason,
                 },
                 target_of(&request.method, &request.body),
-                None,
+                Some(request.method.clone()),
             )
             .await;
         }
@@ -1179,19 +1198,93 @@ mod tests {
             "set-option records itself, once"
         );
 
-        // A child's call (the HTTP gateway's, a step's) has no RBAC user yet.
-        let req = request(
-            "omq.system.unblock-workflow-instance",
+        // A child's call (a step's) has no RBAC user yet; the gateway says where its
+        // request came from, and a cluster API client cannot.
+        let mut req = request(
+            "omq.system.block-workflow-instance",
             json!({"workflow_instanceid": id}).to_string().into_bytes(),
         );
-        api.dispatch("child:http-gateway", peer("child:http-gateway"), &req)
+        req.principal = Some(sluice_proto::v1::Principal {
+            source: "source: ipv4[10.0.0.9]:4711 listener: ipv4[0.0.0.0]:8001".into(),
+            reason: "REST PUT api/latest/orders/1?action=block".into(),
+            ..Default::default()
+        });
+        api.dispatch("ops", peer("ops"), &req)
+            .await
+            .expect_err("blocked already");
+        let unblock = |principal| {
+            let mut req = request(
+                "omq.system.unblock-workflow-instance",
+                json!({"workflow_instanceid": id}).to_string().into_bytes(),
+            );
+            req.principal = principal;
+            req
+        };
+        api.dispatch(
+            "child:workflow-WF-1.0",
+            peer("child:workflow-WF-1.0"),
+            &unblock(None),
+        )
+        .await
+        .expect("unblocked");
+        assert_eq!(
+            count(
+                "AND who = 'Qorus' AND source = 'workflow-WF-1.0' \
+                   AND reason = 'omq.system.unblock-workflow-instance'"
+            )
+            .await,
+            1
+        );
+        call(
+            &api,
+            "omq.system.block-workflow-instance",
+            json!({"workflow_instanceid": id}),
+        )
+        .await
+        .expect("blocked");
+        let forged = Some(sluice_proto::v1::Principal {
+            user: "someone-else".into(),
+            source: "source: forged".into(),
+            reason: "forged".into(),
+            ..Default::default()
+        });
+        api.dispatch("ops", peer("ops"), &unblock(forged))
             .await
             .expect("unblocked");
         assert_eq!(
-            count("AND who = 'Qorus' AND source = 'http-gateway'").await,
+            count("AND source = 'source: forged'").await,
+            0,
+            "a client cannot say where its call came from"
+        );
+        call(
+            &api,
+            "omq.system.block-workflow-instance",
+            json!({"workflow_instanceid": id}),
+        )
+        .await
+        .expect("blocked");
+        let from_gateway = Some(sluice_proto::v1::Principal {
+            source: "source: ipv4[10.0.0.9]:4711 listener: ipv4[0.0.0.0]:8001".into(),
+            reason: "REST PUT api/latest/orders/1?action=unblock".into(),
+            ..Default::default()
+        });
+        api.dispatch(
+            "child:http-gateway",
+            peer("child:http-gateway"),
+            &unblock(from_gateway),
+        )
+        .await
+        .expect("unblocked");
+        assert_eq!(
+            count(
+                "AND who = 'Qorus' AND source = 'source: ipv4[10.0.0.9]:4711 listener: ipv4[0.0.0.0]:8001' \
+                 AND reason = 'REST PUT api/latest/orders/1?action=unblock' \
+                 AND info2 = 'omq.system.unblock-workflow-instance'"
+            )
+            .await,
             1
         );
-        assert_eq!(count("").await, 4);
+        assert_eq!(count("").await, 8);
     }
 
     #[tokio::test]
