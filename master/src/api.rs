@@ -271,6 +271,40 @@ impl ChildCalls {
     }
 }
 
+/// Who made the change `request` asked for, from where and why, for its audit record: a
+/// cluster API client is its key's user; a call from one of the master's processes has no
+/// RBAC user yet (Qorus records `Qorus` then), and one from the HTTP gateway says where its
+/// request came from and what it was (`Principal.source`, `.reason`). Only the master's
+/// own processes may say so: a client is its key's user, whatever its envelope says.
+pub(crate) fn audit_caller<'a>(
+    user: &'a str,
+    request: &'a Envelope,
+) -> sluice_core::audit::Caller<'a> {
+    use sluice_core::audit::{Caller, SYSTEM_USER};
+    let origin = request.principal.as_ref().filter(|p| !p.source.is_empty());
+    match (user.strip_prefix(CHILD_PREFIX), origin) {
+        (Some(_), Some(p)) => Caller {
+            who: Some(p.user.as_str())
+                .filter(|u| !u.is_empty())
+                .unwrap_or(SYSTEM_USER),
+            source: &p.source,
+            reason: Some(p.reason.as_str())
+                .filter(|r| !r.is_empty())
+                .unwrap_or(&request.method),
+        },
+        (Some(network_id), None) => Caller {
+            who: SYSTEM_USER,
+            source: network_id,
+            reason: &request.method,
+        },
+        (None, _) => Caller {
+            who: user,
+            source: "cluster API",
+            reason: &request.method,
+        },
+    }
+}
+
 /// Whether `method` changes the system, so that `qorus.audit: api` records it: the verbs
 /// that need a permission or control of an interface. `set-option` records itself, with
 /// the value it set.
@@ -367,39 +401,11 @@ impl Api {
     ) -> Result<Vec<u8>, (&'static str, String)> {
         let served = self.serve_verb(user, peer, request).await;
         if served.is_ok() && changes(&request.method) {
-            // Only the master's own processes (the gateway) may say where a call came from;
-            // a cluster API client is its key's user, whatever its envelope says.
-            let origin = request
-                .principal
-                .as_ref()
-                .filter(|p| !p.source.is_empty() && user.starts_with(CHILD_PREFIX));
-            let (who, source, reason) = match (user.strip_prefix(CHILD_PREFIX), origin) {
-                // No RBAC user travels with a call yet: Qorus records "Qorus" then.
-                (Some(_), Some(p)) => (
-                    Some(p.user.as_str())
-                        .filter(|u| !u.is_empty())
-                        .unwrap_or(sluice_core::audit::SYSTEM_USER),
-                    p.source.as_str(),
-                    Some(p.reason.as_str())
-                        .filter(|r| !r.is_empty())
-                        .unwrap_or(&request.method),
-                ),
-                (Some(network_id), None) => (
-                    sluice_core::audit::SYSTEM_USER,
-                    network_id,
-                    request.method.as_str(),
-                ),
-                (None, _) => (user, "cluster API", request.method.as_str()),
-            };
             sluice_core::audit::record(
                 &self.options.current(),
                 &self.store,
                 sluice_core::audit::AuditEventCode::ApiCall,
-                sluice_core::audit::Caller {
-                    who,
-                    source,
-                    reason,
-                },
+                audit_caller(user, request),
                 target_of(&request.method, &request.body),
                 Some(request.method.clone()),
             )
@@ -618,7 +624,7 @@ impl Api {
                 crate::workflows::handle(self, user, request).await
             }
             method if crate::options_api::VERBS.contains(&method) => {
-                crate::options_api::handle(self, user, method, body).await
+                crate::options_api::handle(self, user, request).await
             }
             _ => Err(("UNKNOWN-METHOD", format!("no method {:?}", request.method))),
         }

@@ -12,7 +12,7 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_core::audit::{AuditEventCode, Caller};
+use sluice_core::audit::AuditEventCode;
 use sluice_core::options::{find, table, OptionDef, SetOptionError};
 
 use crate::api::Api;
@@ -58,9 +58,9 @@ fn option_json(def: &OptionDef, value: &str) -> Value {
 pub(crate) async fn handle(
     api: &Api,
     user: &str,
-    method: &str,
-    body: &[u8],
+    request: &sluice_proto::v1::Envelope,
 ) -> Result<Vec<u8>, Refusal> {
+    let (method, body) = (request.method.as_str(), request.body.as_slice());
     // Redacted: the system database's password never leaves the master.
     let values = api.options.current().describe();
     let value_of = |def: &OptionDef| {
@@ -133,13 +133,9 @@ pub(crate) async fn handle(
                 &now,
                 &api.store,
                 AuditEventCode::ApiCall,
-                Caller {
-                    who: user,
-                    source: "api",
-                    reason: "omq.system.set-option",
-                },
+                crate::api::audit_caller(user, request),
                 Some(format!("{}={shown}", def.qualified_name())),
-                None,
+                Some(method.to_string()),
             )
             .await;
             Ok(option_json(def, &shown).to_string().into_bytes())

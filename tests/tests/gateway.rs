@@ -1415,3 +1415,42 @@ async fn direct_calls_survive_a_killed_service_and_a_reset() -> Result<()> {
     );
     node.stop()
 }
+
+/// With `qorus.audit: api`, a change made over REST is audited with the request and where
+/// it came from, as Qorus records them.
+#[tokio::test]
+async fn changes_over_rest_are_audited_with_their_request() -> Result<()> {
+    let (node, port, rest) = serving("e2e-gw-audit", &["qorus.audit: api"], &[])?;
+    let (status, reply) = rest
+        .put(
+            "/api/latest/system/options/qorus.max-retries?action=set&value=5",
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let db = node.inst.db().await?;
+    let rows = db
+        .strings(
+            "SELECT who || '|' || source || '|' || reason || '|' || info1 || '|' || info2 \
+             FROM audit_events WHERE audit_event_code = 15",
+        )
+        .await?;
+    db.close().await;
+    let [row] = rows.as_slice() else {
+        bail!("one API-CALL record expected: {rows:?}");
+    };
+    let fields: Vec<&str> = row.split('|').collect();
+    assert_eq!(fields[0], "Qorus", "no RBAC user yet: {row}");
+    assert!(
+        fields[1].starts_with("source: ipv4[127.0.0.1]:")
+            && fields[1].ends_with(&format!(" listener: ipv4[127.0.0.1]:{port}")),
+        "{row}"
+    );
+    assert_eq!(
+        fields[2], "REST PUT api/latest/system/options/qorus.max-retries?action=set",
+        "the request, with only the action of its query: {row}"
+    );
+    assert_eq!(fields[3], "qorus.max-retries=5", "{row}");
+    assert_eq!(fields[4], "omq.system.set-option", "{row}");
+    node.stop()
+}
