@@ -609,7 +609,7 @@ impl Api {
                 Ok(Vec::new())
             }
             method if crate::orders::VERBS.contains(&method) => {
-                crate::orders::handle(self, user, method, body).await
+                crate::orders::handle(self, user, request).await
             }
             method if crate::services::VERBS.contains(&method) => {
                 crate::services::handle(self, user, method, body).await

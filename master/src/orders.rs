@@ -16,6 +16,7 @@ use sluice_core::store::{
     status_name, AuditEvent, AuditTarget, NewOrder, OrderError, OrderQuery, StatusChange, Store,
     StoreError,
 };
+use sluice_proto::v1::Envelope;
 
 use crate::api::Api;
 
@@ -130,16 +131,12 @@ fn change_reply(change: &StatusChange) -> Value {
 }
 
 /// Serves one order verb for `user`.
-pub(crate) async fn handle(
-    api: &Api,
-    user: &str,
-    method: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn handle(api: &Api, user: &str, request: &Envelope) -> Result<Vec<u8>, Refusal> {
     let store = &api.store;
+    let (method, body) = (request.method.as_str(), request.body.as_slice());
     match method {
         "omq.system.create-order" => {
-            let id = create(api, user, method, body).await?;
+            let id = create(api, user, request).await?;
             to_json(&json!({ "workflow_instanceid": id }))
         }
         "omq.system.get-order-info" => {
@@ -191,8 +188,7 @@ pub(crate) async fn handle(
                     &api.options.current(),
                     store,
                     AuditEventCode::WorkflowStatusChange,
-                    user,
-                    method,
+                    crate::api::audit_caller(user, request),
                     (change.workflowid, change.workflow_instanceid),
                     Some(status_name(&change.new).to_string()),
                     Some(status_name(&change.old).to_string()),
@@ -210,13 +206,9 @@ pub(crate) async fn handle(
 
 /// Creates an order (`create-order`'s body), raises `WORKFLOW_DATA_SUBMITTED` and writes
 /// the audit record; `exec-synchronous` creates its orders the same way.
-pub(crate) async fn create(
-    api: &Api,
-    user: &str,
-    method: &str,
-    body: &[u8],
-) -> Result<i64, Refusal> {
+pub(crate) async fn create(api: &Api, user: &str, request: &Envelope) -> Result<i64, Refusal> {
     let store = &api.store;
+    let body = request.body.as_slice();
     let raw: Value = parse(body)?;
     let order: NewOrder = serde_json::from_value(raw)
         .map_err(|e| ("ORDER-DATA-ERROR", format!("invalid order: {e}")))?;
@@ -245,8 +237,7 @@ pub(crate) async fn create(
             &api.options.current(),
             store,
             AuditEventCode::WorkflowDataCreated,
-            user,
-            method,
+            crate::api::audit_caller(user, request),
             (summary.workflowid, id),
             Some(format!("{}:{}", summary.name, summary.version)),
             Some(summary.workflowstatus),
@@ -338,13 +329,11 @@ async fn action(store: &Store, method: &str, body: &[u8]) -> Result<StatusChange
 /// Writes an audit record about an order when `qorus.audit` enables its code (as
 /// `sluice_core::audit::record` does, plus the order and workflow it concerns). A failed
 /// write is logged and does not undo the action.
-#[allow(clippy::too_many_arguments)] // one audit row's fields; a struct would only rename them
 async fn audit(
     options: &Options,
     store: &Store,
     code: AuditEventCode,
-    user: &str,
-    method: &str,
+    caller: sluice_core::audit::Caller<'_>,
     (workflowid, workflow_instanceid): (i64, i64),
     info1: Option<String>,
     info2: Option<String>,
@@ -355,9 +344,9 @@ async fn audit(
     let event = AuditEvent {
         code: code.code(),
         user_event: None,
-        reason: Some(method.to_string()),
-        who: user.to_string(),
-        source: "cluster API".to_string(),
+        reason: Some(caller.reason.to_string()),
+        who: caller.who.to_string(),
+        source: caller.source.to_string(),
         info1,
         info2,
     };

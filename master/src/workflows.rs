@@ -222,7 +222,7 @@ async fn exec_synchronous(api: &Api, user: &str, request: &Envelope) -> Result<V
         d if d > 0 => d.min(most),
         _ => started + SYNC_WAIT.as_millis() as i64,
     } - SYNC_MARGIN.as_millis() as i64;
-    let id = crate::orders::create(api, user, EXEC_SYNCHRONOUS, &request.body).await?;
+    let id = crate::orders::create(api, user, request).await?;
     let mut last = String::from("READY");
     loop {
         match api.store.order_summary(id).await {

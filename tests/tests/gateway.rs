@@ -1420,7 +1420,8 @@ async fn direct_calls_survive_a_killed_service_and_a_reset() -> Result<()> {
 /// it came from, as Qorus records them.
 #[tokio::test]
 async fn changes_over_rest_are_audited_with_their_request() -> Result<()> {
-    let (node, port, rest) = serving("e2e-gw-audit", &["qorus.audit: api"], &[])?;
+    let flow = yaml_files(&fixtures("flow"))?;
+    let (node, port, rest) = serving("e2e-gw-audit", &["qorus.audit: api,workflow-data"], &flow)?;
     let (status, reply) = rest
         .put(
             "/api/latest/system/options/qorus.max-retries?action=set&value=5",
@@ -1428,14 +1429,37 @@ async fn changes_over_rest_are_audited_with_their_request() -> Result<()> {
         )
         .await?;
     assert_eq!(status, StatusCode::OK, "{reply}");
+    let out = node.inst.home().join("effects.txt").display().to_string();
+    let id = create_order(
+        &rest,
+        "/api/latest/workflows/TEST-FLOW?action=createOrder",
+        json!({"staticdata": {"out": out}}),
+    )
+    .await?;
     let db = node.inst.db().await?;
     let rows = db
         .strings(
             "SELECT who || '|' || source || '|' || reason || '|' || info1 || '|' || info2 \
-             FROM audit_events WHERE audit_event_code = 15",
+             FROM audit_events WHERE audit_event_code = 15 \
+             AND info2 = 'omq.system.set-option'",
         )
         .await?;
+    // The order's own record (WORKFLOW-DATA-CREATED) names the request the same way.
+    let created = db
+        .strings(&format!(
+            "SELECT who || '|' || reason || '|' || source FROM audit_events \
+             WHERE audit_event_code = 17 AND workflow_instanceid = {id}"
+        ))
+        .await?;
     db.close().await;
+    let [order] = created.as_slice() else {
+        bail!("one WORKFLOW-DATA-CREATED record expected: {created:?}");
+    };
+    assert!(
+        order.starts_with("Qorus|REST POST api/latest/workflows/TEST-FLOW?action=createOrder|source: ipv4[127.0.0.1]:")
+            && order.ends_with(&format!(" listener: ipv4[127.0.0.1]:{port}")),
+        "{order}"
+    );
     let [row] = rows.as_slice() else {
         bail!("one API-CALL record expected: {rows:?}");
     };
