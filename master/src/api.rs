@@ -618,7 +618,7 @@ impl Api {
                 crate::jobs::handle(self, user, method, body).await
             }
             method if crate::groups::VERBS.contains(&method) => {
-                crate::groups::handle(self, user, method, body).await
+                crate::groups::handle(self, user, request).await
             }
             method if crate::workflows::VERBS.contains(&method) => {
                 crate::workflows::handle(self, user, request).await

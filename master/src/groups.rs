@@ -9,8 +9,9 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use sluice_core::audit::{AuditEventCode, Caller};
+use sluice_core::audit::AuditEventCode;
 use sluice_core::events::{EventCode, Severity};
+use sluice_proto::v1::Envelope;
 
 use crate::api::Api;
 use crate::supervisor::{interface_network_id, ChildSpec, Command};
@@ -36,7 +37,8 @@ fn db(e: sluice_core::store::StoreError) -> Refusal {
     }
 }
 
-pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+pub async fn handle(api: &Api, user: &str, envelope: &Envelope) -> Result<Vec<u8>, Refusal> {
+    let (method, body) = (envelope.method.as_str(), envelope.body.as_slice());
     match method {
         "omq.system.list-groups" => {
             let groups = api.store.list_groups().await.map_err(db)?;
@@ -80,11 +82,7 @@ pub async fn handle(api: &Api, user: &str, method: &str, body: &[u8]) -> Result<
                     &api.options.current(),
                     &api.store,
                     AuditEventCode::GroupStatusChanged,
-                    Caller {
-                        who: user,
-                        source: "cluster API",
-                        reason: "omq.system.set-group-enabled",
-                    },
+                    crate::api::audit_caller(user, envelope),
                     Some(info.to_string()),
                     None,
                 )
