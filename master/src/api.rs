@@ -400,11 +400,17 @@ impl Api {
         request: &Envelope,
     ) -> Result<Vec<u8>, (&'static str, String)> {
         let served = self.serve_verb(user, peer, request).await;
-        if served.is_ok() && changes(&request.method) {
+        use sluice_core::audit::AuditEventCode;
+        let options = self.options.current();
+        // Checked first: the target is read from the body, which may be a large order.
+        if served.is_ok()
+            && options.audits(AuditEventCode::ApiCall.option())
+            && changes(&request.method)
+        {
             sluice_core::audit::record(
-                &self.options.current(),
+                &options,
                 &self.store,
-                sluice_core::audit::AuditEventCode::ApiCall,
+                AuditEventCode::ApiCall,
                 audit_caller(user, request),
                 target_of(&request.method, &request.body),
                 Some(request.method.clone()),
