@@ -1121,6 +1121,27 @@ mod tests {
             .map(|reply| serde_json::from_slice(&reply).expect("a JSON reply"))
     }
 
+    /// An API over a store with workflow WF 1.0 (id 1, `keylist` as JSON) and the options
+    /// `qorus.audit: AUDIT`.
+    async fn with_workflow_wf(dir: &tempfile::TempDir, keylist: &str, audit: &str) -> Api {
+        let mut api = api(dir).await;
+        api.store
+            .execute_sql(&format!(
+                "INSERT INTO workflows (workflowid, name, version, keylist, created, modified) \
+                 VALUES (1, 'WF', '1.0', '{keylist}', 0, 0)"
+            ))
+            .await
+            .expect("workflow");
+        let options = sluice_core::options::Options::parse(
+            &format!("qorus.audit: {audit}\n"),
+            std::path::Path::new("options"),
+            &sluice_core::home::Home::new(dir.path()),
+        )
+        .expect("options");
+        api.options = Arc::new(sluice_core::options::LiveOptions::new(options));
+        api
+    }
+
     /// With `qorus.audit: api`, every verb that changes something is one `API-CALL` record
     /// naming the verb, the user, where it came from and what it acted on; reads and
     /// refusals are not recorded, nor user data.
@@ -1128,21 +1149,7 @@ mod tests {
     async fn changes_are_audited_as_api_calls() {
         use serde_json::json;
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut api = api(&dir).await;
-        api.store
-            .execute_sql(
-                "INSERT INTO workflows (workflowid, name, version, keylist, created, modified) \
-                 VALUES (1, 'WF', '1.0', '[]', 0, 0)",
-            )
-            .await
-            .expect("workflow");
-        let options = sluice_core::options::Options::parse(
-            "qorus.audit: api\n",
-            std::path::Path::new("options"),
-            &sluice_core::home::Home::new(dir.path()),
-        )
-        .expect("options");
-        api.options = Arc::new(sluice_core::options::LiveOptions::new(options));
+        let api = with_workflow_wf(&dir, "[]", "api").await;
         let count = |filter: &str| {
             let sql =
                 format!("SELECT COUNT(*) FROM audit_events WHERE audit_event_code = 15 {filter}");
@@ -1224,100 +1231,67 @@ mod tests {
         api.dispatch("ops", peer("ops"), &req)
             .await
             .expect_err("blocked already");
-        let unblock = |principal| {
+        let gateway = sluice_proto::v1::Principal {
+            source: "source: ipv4[10.0.0.9]:4711 listener: ipv4[0.0.0.0]:8001".into(),
+            reason: "REST PUT api/latest/orders/1?action=unblock".into(),
+            ..Default::default()
+        };
+        let forged = sluice_proto::v1::Principal {
+            user: "someone-else".into(),
+            source: "source: forged".into(),
+            reason: "forged".into(),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "child:workflow-WF-1.0",
+                None,
+                "AND who = 'Qorus' AND source = 'workflow-WF-1.0' \
+                 AND reason = 'omq.system.unblock-workflow-instance'",
+            ),
+            // A client cannot say where its call came from.
+            (
+                "ops",
+                Some(forged),
+                "AND who = 'ops' AND source = 'cluster API' \
+                 AND reason = 'omq.system.unblock-workflow-instance'",
+            ),
+            (
+                "child:http-gateway",
+                Some(gateway),
+                "AND who = 'Qorus' \
+                 AND source = 'source: ipv4[10.0.0.9]:4711 listener: ipv4[0.0.0.0]:8001' \
+                 AND reason = 'REST PUT api/latest/orders/1?action=unblock' \
+                 AND info2 = 'omq.system.unblock-workflow-instance'",
+            ),
+        ];
+        for (user, principal, recorded) in cases {
             let mut req = request(
                 "omq.system.unblock-workflow-instance",
                 json!({"workflow_instanceid": id}).to_string().into_bytes(),
             );
             req.principal = principal;
-            req
-        };
-        api.dispatch(
-            "child:workflow-WF-1.0",
-            peer("child:workflow-WF-1.0"),
-            &unblock(None),
-        )
-        .await
-        .expect("unblocked");
-        assert_eq!(
-            count(
-                "AND who = 'Qorus' AND source = 'workflow-WF-1.0' \
-                   AND reason = 'omq.system.unblock-workflow-instance'"
+            api.dispatch(user, peer(user), &req)
+                .await
+                .expect("unblocked");
+            assert_eq!(count(recorded).await, 1, "{user}");
+            call(
+                &api,
+                "omq.system.block-workflow-instance",
+                json!({"workflow_instanceid": id}),
             )
-            .await,
-            1
-        );
-        call(
-            &api,
-            "omq.system.block-workflow-instance",
-            json!({"workflow_instanceid": id}),
-        )
-        .await
-        .expect("blocked");
-        let forged = Some(sluice_proto::v1::Principal {
-            user: "someone-else".into(),
-            source: "source: forged".into(),
-            reason: "forged".into(),
-            ..Default::default()
-        });
-        api.dispatch("ops", peer("ops"), &unblock(forged))
             .await
-            .expect("unblocked");
-        assert_eq!(
-            count("AND source = 'source: forged'").await,
-            0,
-            "a client cannot say where its call came from"
-        );
-        call(
-            &api,
-            "omq.system.block-workflow-instance",
-            json!({"workflow_instanceid": id}),
-        )
-        .await
-        .expect("blocked");
-        let from_gateway = Some(sluice_proto::v1::Principal {
-            source: "source: ipv4[10.0.0.9]:4711 listener: ipv4[0.0.0.0]:8001".into(),
-            reason: "REST PUT api/latest/orders/1?action=unblock".into(),
-            ..Default::default()
-        });
-        api.dispatch(
-            "child:http-gateway",
-            peer("child:http-gateway"),
-            &unblock(from_gateway),
-        )
-        .await
-        .expect("unblocked");
-        assert_eq!(
-            count(
-                "AND who = 'Qorus' AND source = 'source: ipv4[10.0.0.9]:4711 listener: ipv4[0.0.0.0]:8001' \
-                 AND reason = 'REST PUT api/latest/orders/1?action=unblock' \
-                 AND info2 = 'omq.system.unblock-workflow-instance'"
-            )
-            .await,
-            1
-        );
-        assert_eq!(count("").await, 8);
+            .expect("blocked");
+        }
+        assert_eq!(count("AND source = 'source: forged'").await, 0);
+        assert_eq!(count("").await, 9);
     }
 
     #[tokio::test]
     async fn order_verbs_create_act_raise_events_and_audit() {
         use serde_json::json;
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut api = api(&dir).await;
-        api.store
-            .execute_sql(
-                "INSERT INTO workflows (workflowid, name, version, keylist, created, modified) \
-                 VALUES (1, 'WF', '1.0', '[\"id\"]', 0, 0)",
-            )
-            .await
-            .expect("workflow");
-        let options = sluice_core::options::Options::parse(
-            "qorus.audit: workflow-data\n",
-            std::path::Path::new("options"),
-            &sluice_core::home::Home::new(dir.path()),
-        )
-        .expect("options");
-        api.options = Arc::new(sluice_core::options::LiveOptions::new(options));
+        let mut api = with_workflow_wf(&dir, r#"["id"]"#, "workflow-data").await;
 
         let order =
             json!({"name": "WF", "staticdata": {"a": 1}, "workflow_unique_key": {"id": "1"}});
