@@ -1121,6 +1121,20 @@ mod tests {
             .map(|reply| serde_json::from_slice(&reply).expect("a JSON reply"))
     }
 
+    /// An order verb on order `id` (body `{"workflow_instanceid": id}`), as `ops`.
+    async fn on_order(
+        api: &Api,
+        method: &str,
+        id: i64,
+    ) -> Result<serde_json::Value, (&'static str, String)> {
+        call(
+            api,
+            method,
+            serde_json::json!({ "workflow_instanceid": id }),
+        )
+        .await
+    }
+
     /// An API over a store with workflow WF 1.0 (id 1, `keylist` as JSON) and the options
     /// `qorus.audit: AUDIT`.
     async fn with_workflow_wf(dir: &tempfile::TempDir, keylist: &str, audit: &str) -> Api {
@@ -1173,29 +1187,17 @@ mod tests {
         );
         assert_eq!(count("AND info1 LIKE '%s3cr3t%'").await, 0, "no order data");
 
-        call(
-            &api,
-            "omq.system.get-order-info",
-            json!({"workflow_instanceid": id}),
-        )
-        .await
-        .expect("info");
-        call(
-            &api,
-            "omq.system.cancel-workflow-instance",
-            json!({"workflow_instanceid": 999_999}),
-        )
-        .await
-        .expect_err("no such order");
+        on_order(&api, "omq.system.get-order-info", id)
+            .await
+            .expect("info");
+        on_order(&api, "omq.system.cancel-workflow-instance", 999_999)
+            .await
+            .expect_err("no such order");
         assert_eq!(count("").await, 1, "reads and refusals are not audited");
 
-        call(
-            &api,
-            "omq.system.block-workflow-instance",
-            json!({"workflow_instanceid": id}),
-        )
-        .await
-        .expect("blocked");
+        on_order(&api, "omq.system.block-workflow-instance", id)
+            .await
+            .expect("blocked");
         assert_eq!(
             count(&format!(
                 "AND reason = 'omq.system.block-workflow-instance' \
@@ -1275,13 +1277,9 @@ mod tests {
                 .await
                 .expect("unblocked");
             assert_eq!(count(recorded).await, 1, "{user}");
-            call(
-                &api,
-                "omq.system.block-workflow-instance",
-                json!({"workflow_instanceid": id}),
-            )
-            .await
-            .expect("blocked");
+            on_order(&api, "omq.system.block-workflow-instance", id)
+                .await
+                .expect("blocked");
         }
         assert_eq!(count("AND source = 'source: forged'").await, 0);
         assert_eq!(count("").await, 9);
@@ -1308,22 +1306,14 @@ mod tests {
             "{description}"
         );
 
-        let reply = call(
-            &api,
-            "omq.system.block-workflow-instance",
-            json!({"workflow_instanceid": id}),
-        )
-        .await
-        .expect("blocked");
+        let reply = on_order(&api, "omq.system.block-workflow-instance", id)
+            .await
+            .expect("blocked");
         assert_eq!(reply["workflowstatus"], "BLOCKED");
         assert_eq!(reply["previous_workflowstatus"], "READY");
-        let info = call(
-            &api,
-            "omq.system.get-order-info",
-            json!({"workflow_instanceid": id}),
-        )
-        .await
-        .expect("info");
+        let info = on_order(&api, "omq.system.get-order-info", id)
+            .await
+            .expect("info");
         assert_eq!(info["workflowstatus"], "BLOCKED");
         assert_eq!(info["staticdata"], json!({"a": 1}));
         let found = call(
