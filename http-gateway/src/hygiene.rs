@@ -30,10 +30,14 @@ pub struct Listener(pub SocketAddr);
 
 /// Where the request being served came from and what it was: the master records them in
 /// its audit records of the changes the request makes (`Principal.source`, `.reason`).
+/// Kept as the request had them (cheap clones); the text is made only for a call to the
+/// master ([`Origin::source`], [`Origin::reason`]), which most requests never make.
 #[derive(Debug, Clone)]
 pub(crate) struct Origin {
-    pub source: String,
-    pub reason: String,
+    method: Method,
+    uri: Uri,
+    peer: Option<SocketAddr>,
+    listener: Option<SocketAddr>,
 }
 
 tokio::task_local! {
@@ -42,45 +46,59 @@ tokio::task_local! {
 }
 
 /// Qorus's spelling of an address in audit records: `ipv4[127.0.0.1]:50653`.
-fn audit_address(addr: SocketAddr) -> String {
+fn audit_address(addr: Option<SocketAddr>) -> String {
     match addr {
-        SocketAddr::V4(a) => format!("ipv4[{}]:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("ipv6[{}]:{}", a.ip(), a.port()),
+        Some(SocketAddr::V4(a)) => format!("ipv4[{}]:{}", a.ip(), a.port()),
+        Some(SocketAddr::V6(a)) => format!("ipv6[{}]:{}", a.ip(), a.port()),
+        None => "-".to_string(),
     }
 }
 
-/// The [`Origin`] of `request`: the client and listener addresses, and the protocol,
-/// method and path with only the `action` of the query (other values may be secrets).
-fn origin(request: &Request) -> Origin {
-    let address = |addr: Option<SocketAddr>| addr.map_or_else(|| "-".to_string(), audit_address);
-    let source = format!(
-        "source: {} listener: {}",
-        address(request.extensions().get::<Peer>().map(|p| p.0)),
-        address(request.extensions().get::<Listener>().map(|l| l.0)),
-    );
-    let uri = request.uri();
-    let path = uri.path();
-    let protocol = match path {
-        "/JSON" => "JSON-RPC",
-        "/RPC2" => "XML-RPC",
-        "/YAML" => "YAML-RPC",
-        p if p.starts_with("/sluice.v1.") => "gRPC",
-        _ => "REST",
-    };
-    let action = uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(name, _)| name == "action")
-            .map(|(_, value)| value.into_owned())
-    });
-    let mut reason = format!(
-        "{protocol} {} {}",
-        request.method(),
-        path.trim_start_matches('/')
-    );
-    if let Some(action) = action {
-        reason = format!("{reason}?action={action}");
+impl Origin {
+    pub(crate) fn of(request: &Request) -> Origin {
+        Origin {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            peer: request.extensions().get::<Peer>().map(|p| p.0),
+            listener: request.extensions().get::<Listener>().map(|l| l.0),
+        }
     }
-    Origin { source, reason }
+
+    /// The client's and the listener's addresses: `source: ipv4[C]:P listener: ipv4[L]:P`.
+    pub(crate) fn source(&self) -> String {
+        format!(
+            "source: {} listener: {}",
+            audit_address(self.peer),
+            audit_address(self.listener)
+        )
+    }
+
+    /// The protocol, method and path with only the `action` of the query (other values
+    /// may be secrets): `REST PUT api/latest/orders/5?action=retry`.
+    pub(crate) fn reason(&self) -> String {
+        let path = self.uri.path();
+        let protocol = match path {
+            "/JSON" => "JSON-RPC",
+            "/RPC2" => "XML-RPC",
+            "/YAML" => "YAML-RPC",
+            p if p.starts_with("/sluice.v1.") => "gRPC",
+            _ => "REST",
+        };
+        let action = self.uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(name, _)| name == "action")
+                .map(|(_, value)| value.into_owned())
+        });
+        let reason = format!(
+            "{protocol} {} {}",
+            self.method,
+            path.trim_start_matches('/')
+        );
+        match action {
+            Some(action) => format!("{reason}?action={action}"),
+            None => reason,
+        }
+    }
 }
 
 /// A client's request id is kept when it is short printable text; otherwise a new one is
@@ -146,7 +164,7 @@ pub async fn track(mut request: Request, next: Next) -> Response<Body> {
         .map(|p| p.0.to_string())
         .unwrap_or_else(|| "-".to_string());
     let format = format::reply_format(request.headers());
-    let origin = origin(&request);
+    let origin = Origin::of(&request);
     let served = ORIGIN.scope(
         origin,
         tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)),
@@ -233,23 +251,22 @@ mod tests {
             .uri("/api/latest/system/options/qorus.systemdb?value=pass%3Dsecret&action=set")
             .body(Body::empty())
             .unwrap();
-        let origin = origin(&request);
+        let origin = Origin::of(&request);
         assert_eq!(
-            origin.reason,
+            origin.reason(),
             "REST PUT api/latest/system/options/qorus.systemdb?action=set"
         );
-        assert!(!origin.reason.contains("secret"));
-        assert_eq!(origin.source, "source: - listener: -");
+        assert!(!origin.reason().contains("secret"));
+        assert_eq!(origin.source(), "source: - listener: -");
         let grpc = Request::builder()
             .method("POST")
             .uri("/sluice.v1.SystemApi/Call")
             .body(Body::empty())
             .unwrap();
-        assert_eq!(origin_of(&grpc), "gRPC POST sluice.v1.SystemApi/Call");
-    }
-
-    fn origin_of(request: &Request) -> String {
-        origin(request).reason
+        assert_eq!(
+            Origin::of(&grpc).reason(),
+            "gRPC POST sluice.v1.SystemApi/Call"
+        );
     }
 
     #[test]

@@ -449,8 +449,8 @@ impl Gateway {
         // The master records where a change came from with its audit records.
         let principal = crate::hygiene::ORIGIN
             .try_with(|origin| sluice_proto::v1::Principal {
-                source: origin.source.clone(),
-                reason: origin.reason.clone(),
+                source: origin.source(),
+                reason: origin.reason(),
                 ..Default::default()
             })
             .ok();
